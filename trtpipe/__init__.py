@@ -1,0 +1,6 @@
+"""trtpipe: a declarative pipeline from a PyTorch model to a fast and accurate TensorRT engine.
+
+Importing this package is cheap: torch, tensorrt, onnx and onnxruntime are imported by the stages that use them.
+"""
+
+__version__ = "0.1.0"
