@@ -23,6 +23,9 @@ test-gpu:
 demo:
 	$(BIN)/trtpipe run recipes/tiny.yaml
 
+plugins:
+	$(MAKE) -f plugins_src/layernorm/Makefile
+
 lint:
 	$(BIN)/ruff check trtpipe tests bench
 

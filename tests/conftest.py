@@ -38,7 +38,8 @@ def save_tiny_onnx(path, opset: int = 17) -> None:
         helper.make_node("Relu", ["h"], ["y"], name="/act/Relu"),
     ]
     graph = helper.make_graph(nodes, "tiny", [x], [y], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    onnx.save(model, str(path))
 
 
 TINY_HEAD = """name: tiny

@@ -35,3 +35,9 @@ def did_you_mean(word: str, choices) -> str:
 def needs(package: str, extra: str | None = None) -> str:
     """The pip command that installs `package` for trtpipe."""
     return f"pip install 'trtpipe[{extra}]'" if extra else f"pip install {package}"
+
+
+def one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for errors raised by libraries."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__

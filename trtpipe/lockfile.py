@@ -9,7 +9,7 @@ import yaml
 
 from trtpipe.store import atomic_write
 
-HEADER = "# Written by trtpipe after each stage. Commit it with the recipe; do not edit.\n"
+HEADER = "# Rewritten by trtpipe after each stage: what the last run of each stage used and produced. Do not edit.\n"
 
 
 def lock_path(recipe) -> Path:

@@ -63,3 +63,11 @@ def before_after(before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
         "initializers_after": a["initializers"],
         "ops": a["ops"],
     }
+
+
+def new_names(before: onnx.ModelProto, after: onnx.ModelProto, examples: int = 5) -> dict:
+    """Nodes of `after` (Constants aside) whose names `before` lacks: a rewrite created or renamed them."""
+    old = {n.name for n in before.graph.node}
+    fresh = [n for n in after.graph.node if n.name not in old and n.op_type != "Constant"]
+    new = [n.name or f"<unnamed {n.op_type}>" for n in fresh]
+    return {"new_names": len(new), "new_names_examples": new[:examples]}

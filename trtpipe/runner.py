@@ -154,8 +154,10 @@ class Runner:
 
     def check(self, selection: Selection) -> None:
         """Fail before running anything when a selected stage lacks an optional package."""
-        for name in selection.stages(self.recipe):
-            self.recipe.stage(name).check_requires(name)
+        chosen = selection.stages(self.recipe)
+        for name in dag.order(self.recipe.stages):
+            if name in chosen:
+                self.recipe.stage(name).check_requires(name, self.recipe)
 
     def run(
         self, selection: Selection, on_event: Callable[[str, StageRun, str], None] = lambda *a: None

@@ -29,6 +29,7 @@ REF_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$"
 Ref = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 
 REGISTRY: dict[str, type[Stage]] = {}
+TARGET_NEEDS = {"tensorrt": {"tensorrt": "trt", "cuda": "trt"}, "onnxruntime": {"onnxruntime": None}}
 
 
 class Stage(BaseModel):
@@ -62,8 +63,13 @@ class Stage(BaseModel):
             files.update({f"inputs.{n}": recipe.npz_path(n) for n, s in recipe.inputs.items() if s.npz is not None})
         return files
 
-    def check_requires(self, name: str) -> None:
-        for module, extra in self.requires.items():
+    def needs(self, recipe: Recipe) -> dict[str, str]:
+        """Modules this stage imports for this recipe, with the pip extra that provides each."""
+        target = TARGET_NEEDS[recipe.target] if "target" in self.recipe_fields else {}
+        return self.requires | target
+
+    def check_requires(self, name: str, recipe: Recipe) -> None:
+        for module, extra in self.needs(recipe).items():
             if importlib.util.find_spec(module) is None:
                 raise RecipeError(f"stage '{name}' needs {module}: {needs(module, extra)}")
 

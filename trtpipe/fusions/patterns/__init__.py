@@ -1,0 +1,1 @@
+"""One module per fusion pattern; each registers its Fusion class with `trtpipe.fusions.registry.register`."""
