@@ -1,0 +1,265 @@
+"""TensorRT on a GPU: build (FP32, mixed, plugin), run, compare, profile, CUDA graphs, aux streams, caches.
+
+On the GPU machine, from the project root:
+    bash /opt/trtparts/install.sh && . /opt/trt/env.sh && python -m pytest -m gpu tests/test_trt_gpu.py
+"""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+from trtpipe.errors import StageError
+from trtpipe.metrics import error_stats
+
+pytestmark = pytest.mark.gpu
+
+SHAPES = {"x": ((1, 3, 16, 16), (2, 3, 16, 16), (4, 3, 16, 16))}
+
+
+def conv_model(path: Path, mixed: bool = False) -> Path:
+    """x[N,3,16,16] -> two conv branches (3x3+Relu, 1x1+Sigmoid) -> Add -> GlobalAveragePool -> Gemm -> Softmax.
+    mixed: the branches and their Add in FP16 (Casts at the edges), the head in FP32."""
+    rng = np.random.default_rng(0)
+    low = np.float16 if mixed else np.float32
+
+    def weight(name, shape, dtype=low):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.5).astype(dtype), name)
+
+    inits = [weight("wa", (8, 3, 3, 3)), weight("ba", (8,)), weight("wb", (8, 3, 1, 1)), weight("bb", (8,)),
+             weight("wg", (8, 10), np.float32), weight("bg", (10,), np.float32)]
+    x = "x16" if mixed else "x"
+    s = "s16" if mixed else "s"
+    nodes = [
+        helper.make_node("Conv", [x, "wa", "ba"], ["a"], name="/a/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ra"], name="/a/Relu"),
+        helper.make_node("Conv", [x, "wb", "bb"], ["b"], name="/b/Conv"),
+        helper.make_node("Sigmoid", ["b"], ["sb"], name="/b/Sigmoid"),
+        helper.make_node("Add", ["ra", "sb"], [s], name="/merge/Add"),
+        helper.make_node("GlobalAveragePool", ["s"], ["p"], name="/head/Pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="/head/Flatten"),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["logits"], name="/head/Gemm"),
+        helper.make_node("Softmax", ["logits"], ["y"], name="/head/Softmax", axis=-1),
+    ]
+    if mixed:
+        nodes.insert(0, helper.make_node("Cast", ["x"], ["x16"], name="/in/Cast", to=TensorProto.FLOAT16))
+        nodes.insert(6, helper.make_node("Cast", ["s16"], ["s"], name="/merge/Cast", to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    return path
+
+
+def layernorm_plugin_model(path: Path) -> Path:
+    """x[B,16,32] -> TensorRT's LayerNorm plugin (as fuse-plugins writes it) over the last axis -> y."""
+    rng = np.random.default_rng(1)
+    gamma = numpy_helper.from_array(rng.uniform(0.5, 1.5, 32).astype(np.float32), "gamma")
+    beta = numpy_helper.from_array(rng.uniform(-0.5, 0.5, 32).astype(np.float32), "beta")
+    node = helper.make_node("LayerNorm", ["x", "gamma", "beta"], ["y"], name="/ln/LayerNorm", domain="trt.plugins",
+                            epsilon=1e-5, axis=-1, plugin_version="1", plugin_namespace="")
+    graph = helper.make_graph(
+        [node], "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 16, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", 16, 32])],
+        [gamma, beta],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("trt.plugins", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=10), str(path))
+    return path
+
+
+def inputs(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).uniform(-1, 1, (batch, 3, 16, 16)).astype(np.float32)}
+
+
+def onnxruntime(path: Path, feeds) -> dict[str, np.ndarray]:
+    from trtpipe.backends.onnxruntime import OrtSession
+
+    return OrtSession(path).run(feeds)
+
+
+@pytest.fixture
+def load(tmp_path):
+    """TensorRT().load with the timing cache in tmp_path."""
+    from trtpipe.backends.tensorrt import TensorRT
+
+    def load_(path, **options):
+        return TensorRT().load(path, cache_dir=tmp_path / "cache", **{"shapes": SHAPES, **options})
+
+    return load_
+
+
+def test_fp32_engine_matches_onnxruntime_at_every_batch(tmp_path, load):
+    path = conv_model(tmp_path / "fp32.onnx")
+    session = load(path)
+    for batch in (1, 4, 2):
+        feeds = inputs(batch, seed=batch)
+        stats = error_stats(session.run(feeds)["y"], onnxruntime(path, feeds)["y"])
+        assert stats["max_abs"] < 1e-5, (batch, stats)
+
+
+@pytest.mark.parametrize("constraints", ["obey", "prefer"])
+def test_mixed_engine_runs_the_graph_precision_plan(tmp_path, constraints):
+    from trtpipe.trt import builder, layers, runtime
+    from trtpipe.trt.config import BuildOptions
+
+    path = conv_model(tmp_path / "mixed.onnx", mixed=True)
+    built = builder.build(path, BuildOptions(constraints=constraints), SHAPES)
+    assert built.onnx_plan["/a/Conv"] == "fp16" and built.onnx_plan["/head/Gemm"] == "fp32"
+    session = runtime.Session(runtime.deserialize(built.plan))
+    feeds = inputs(2)
+    out = session.run(feeds)["y"]
+    rows = layers.table(session.describe(), known=built.onnx_plan)
+    assert layers.plan_mismatches(rows, built.onnx_plan) == []
+    assert any(r["precision"] == "fp16" for r in rows) and any(r["precision"] == "fp32" for r in rows)
+    fp32 = onnxruntime(conv_model(tmp_path / "fp32.onnx"), feeds)["y"]
+    assert error_stats(out, fp32)["max_abs"] < 5e-3
+
+
+def test_naive_fp16_build_lets_tensorrt_choose(tmp_path):
+    import tensorrt as trt
+
+    from trtpipe.trt import builder, config, runtime
+
+    if config.parse_version(trt.__version__) >= config.WEAK_UNTIL:
+        pytest.skip("TensorRT 11 builds strongly typed networks only")
+    path = conv_model(tmp_path / "fp32.onnx")
+    built = builder.build(path, config.BuildOptions(precision="fp16", typing="weak"), SHAPES)
+    assert "FP16" in built.metrics["builder_flags"] and built.metrics["constrained_layers"] == {}
+    feeds = inputs(2)
+    out = runtime.Session(runtime.deserialize(built.plan)).run(feeds)["y"]
+    assert error_stats(out, onnxruntime(path, feeds)["y"])["max_abs"] < 1e-2
+
+
+def test_cuda_graphs_per_input_shape_give_the_same_outputs(tmp_path, load):
+    from trtpipe.trt import runtime
+
+    plain = load(conv_model(tmp_path / "fp32.onnx"))
+    graphed = runtime.Session(plain.engine, cuda_graph=True)
+    for batch in (1, 4, 1):
+        feeds = inputs(batch, seed=batch)
+        np.testing.assert_allclose(graphed.run(feeds)["y"], plain.run(feeds)["y"], rtol=0, atol=1e-7)
+    assert len(graphed.graphs) == 2 and all(g is not None for g in graphed.graphs.values())
+    assert graphed.graph_failures == {}
+    times = graphed.time(inputs(4), iterations=20, warmup=5)
+    assert times.shape == (20,) and (times > 0).all()
+
+
+def test_failed_capture_falls_back_to_enqueue_and_says_why(tmp_path, load):
+    from trtpipe.trt.cuda import cudart
+
+    session = load(conv_model(tmp_path / "fp32.onnx"), cuda_graph=True)
+    enqueue = session.enqueue
+
+    def synchronizing_enqueue():  # a stream sync is illegal while capturing: it breaks the capture
+        cudart.cudaStreamSynchronize(session.stream)
+        return enqueue()
+
+    session.enqueue = synchronizing_enqueue
+    feeds = inputs(2)
+    out = session.run(feeds)["y"]
+    assert list(session.graphs.values()) == [None]
+    assert "capture" in next(iter(session.graph_failures.values()))
+    assert error_stats(out, onnxruntime(tmp_path / "fp32.onnx", feeds)["y"])["max_abs"] < 1e-5
+
+
+def test_aux_streams_on_and_off(tmp_path, load):
+    path = conv_model(tmp_path / "fp32.onnx")
+    off, on = load(path, max_aux_streams=0, cuda_graph=True), load(path, max_aux_streams=2, cuda_graph=True)
+    assert off.engine.num_aux_streams == 0
+    assert 0 <= on.engine.num_aux_streams <= 2
+    feeds = inputs(4)
+    np.testing.assert_allclose(on.run(feeds)["y"], off.run(feeds)["y"], rtol=0, atol=1e-5)
+    assert on.graph_failures == {} and off.graph_failures == {}
+
+
+def test_timing_cache_is_written_and_reused(tmp_path):
+    from trtpipe.trt import builder
+    from trtpipe.trt.config import BuildOptions
+
+    cache = tmp_path / "timing.cache"
+    first = builder.build(conv_model(tmp_path / "fp32.onnx"), BuildOptions(), SHAPES, timing_cache=cache)
+    assert first.metrics["timing_cache"] == "new" and cache.stat().st_size > 0
+    size = cache.stat().st_size
+    second = builder.build(tmp_path / "fp32.onnx", BuildOptions(optimization_level=2), SHAPES, timing_cache=cache)
+    assert second.metrics["timing_cache"] == "loaded"
+    third = builder.build(conv_model(tmp_path / "mixed.onnx", mixed=True), BuildOptions(), SHAPES, timing_cache=cache)
+    assert third.metrics["timing_cache"] == "loaded" and cache.stat().st_size >= size
+
+
+def test_layernorm_plugin_model(tmp_path, load):
+    from trtpipe.trt import layers
+
+    session = load(layernorm_plugin_model(tmp_path / "ln.onnx"), shapes={"x": ((1, 16, 32), (2, 16, 32), (8, 16, 32))})
+    x = np.random.default_rng(2).standard_normal((3, 16, 32)).astype(np.float32) * 3 + 1
+    model = onnx.load(str(tmp_path / "ln.onnx"))
+    gamma, beta = (numpy_helper.to_array(t) for t in model.graph.initializer)
+    expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * gamma + beta
+    assert error_stats(session.run({"x": x})["y"], expected)["max_abs"] < 1e-4
+    rows = layers.table(session.describe())
+    assert any("/ln/LayerNorm" in r["onnx_nodes"] and "Plugin" in r["type"] for r in rows), rows
+
+
+def test_unsupported_op_names_the_onnx_node(tmp_path):
+    from trtpipe.trt import builder
+    from trtpipe.trt.config import BuildOptions
+
+    path = layernorm_plugin_model(tmp_path / "bad.onnx")
+    model = onnx.load(str(path))
+    model.graph.node[0].op_type = "NoSuchOp"
+    model.graph.node[0].name = "/bad/NoSuchOp"
+    onnx.save(model, str(path))
+    with pytest.raises(StageError, match=r"at ONNX node '/bad/NoSuchOp' \(NoSuchOp\)") as error:
+        builder.build(path, BuildOptions(), {"x": ((1, 16, 32),) * 3})
+    assert "plugins:" in error.value.hint
+
+
+def test_shapes_outside_the_profile_are_refused(tmp_path, load):
+    session = load(conv_model(tmp_path / "fp32.onnx"))
+    with pytest.raises(StageError, match=r"outside the engine's profile \[1, 3, 16, 16\]..\[4, 3, 16, 16\]"):
+        session.run(inputs(8))
+
+
+RECIPE = """name: conv
+model: {onnx: model.onnx}
+inputs:
+  x: {shape: [N, 3, 16, 16], dims: {N: {min: 1, opt: 2, max: 4}}, low: -1.0, high: 1.0}
+target: tensorrt
+stages:
+  build: {uses: build}
+  profile: {uses: profile, engine: build.engine, warmup: 5, iterations: 50, layer_iterations: 5}
+  compare: {uses: compare, engine: build.engine, reference: source.model, tolerances: {y: {max_abs: TOL}}}
+"""
+
+
+@pytest.mark.parametrize(("mixed", "tolerance"), [(False, 1e-5), (True, 5e-3)])
+def test_recipe_builds_profiles_compares_and_caches_the_engine(tmp_path, monkeypatch, mixed, tolerance):
+    from trtpipe import recipe
+    from trtpipe.runner import Runner, Selection
+
+    monkeypatch.chdir(tmp_path)
+    conv_model(tmp_path / "model.onnx", mixed=mixed)
+    path = tmp_path / "conv.yaml"
+    path.write_text(RECIPE.replace("TOL", f"{tolerance:.1e}"))
+    runs = Runner(recipe.load(path)).run(Selection())
+    assert [r.status for r in runs] == ["ran"] * 4
+    lock = yaml.safe_load((tmp_path / "conv.lock.yaml").read_text())["stages"]
+    build, profile = lock["build"]["metrics"], lock["profile"]["metrics"]
+    assert build["plan_mismatches"] == 0 and build["engine_layers"] > 0
+    assert build["typing"] in ("weak", "strong") and build["timing_cache"] == "new"
+    assert set(build["precision_plan"]) == ({"fp16", "fp32"} if mixed else {"fp32"})
+    assert {"enqueue", "cuda_graph"} <= set(profile["latency"]) and profile["cuda_graph_fallback"] is None
+    assert profile["latency_ms"] > 0 and "reformat_layers" in profile
+    assert sum(profile["layers_per_precision"].values()) > 0 and profile["top_layers"][0]["time_ms"] > 0
+    assert lock["compare"]["metrics"]["y_max_abs"] <= tolerance
+    rerun = Runner(recipe.load(path)).run(Selection())
+    assert [r.status for r in rerun] == ["cached"] * 4
+    forced = Runner(recipe.load(path)).run(Selection(force=["build"]))
+    assert forced[1].status == "ran" and forced[1].metrics["timing_cache"] == "loaded"

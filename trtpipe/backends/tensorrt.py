@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from trtpipe.errors import RecipeError, StageError, needs
+
+
+@functools.cache
+def facts() -> dict[str, str]:
+    """TensorRT version, GPU name and compute capability: what an engine and its timings depend on."""
+    for module in ("tensorrt", "cuda"):
+        if importlib.util.find_spec(module) is None:
+            raise RecipeError(f"target tensorrt needs {module}: {needs(module, 'trt')}", hint="or --target onnxruntime")
+    import tensorrt as trt
+
+    from trtpipe.trt import cuda
+
+    try:
+        return {"tensorrt": trt.__version__, **cuda.device()}
+    except StageError as e:
+        raise RecipeError(f"target tensorrt needs a CUDA GPU: {e.message}", hint="or --target onnxruntime") from e
+
+
+class TensorRT:
+    """`load` builds an engine (reusing the timing cache under `cache_dir`) and returns a runtime session.
+
+    options: trtpipe.trt.config.BuildOptions fields; `shapes` gives (min, opt, max) per input (default: the model's
+    static shapes, see trtpipe.trt.config.recipe_shapes); `cuda_graph` makes the session replay CUDA graphs.
+    """
+
+    name = "tensorrt"
+
+    def env(self) -> dict[str, Any]:
+        return facts()
+
+    def load(self, onnx_path: Path, shapes=None, cache_dir: Path | None = None, cuda_graph: bool = False, **options):
+        from trtpipe.trt import builder, config, runtime
+
+        build_options = config.BuildOptions(**options)
+        cache = config.timing_cache_path(cache_dir, facts()) if cache_dir is not None else None
+        built = builder.build(Path(onnx_path), build_options, shapes, cache)
+        return runtime.Session(runtime.deserialize(built.plan, build_options.plugins), cuda_graph=cuda_graph)
