@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_pytest(args: list[str], junit: Path) -> tuple[int, str]:
     tests = args or ["tests/test_trt_gpu.py"]
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", f"--junitxml={junit}", *tests]
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "--tb=short", f"--junitxml={junit}", *tests]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
+    print(proc.stdout, proc.stderr, sep="\n")
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, lines[-1].strip("= ") if lines else ""
 

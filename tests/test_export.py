@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from trtpipe import data, recipe
 from trtpipe.errors import RecipeError, StageError

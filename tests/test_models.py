@@ -1,7 +1,8 @@
 """Model factories: the configs asked for, seeded weights, and the forward convention the export stage relies on."""
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
 
 from trtpipe.models import bert, cnn, dab_detr
 

@@ -144,6 +144,19 @@ def test_only_needs_cached_inputs(workspace, capsys):
     assert statuses(capsys) == {"source": "cached", "a": "cached", "b": "ran"}
 
 
+def test_stages_outside_the_selection_fall_back_to_the_lock_file(chain, capsys, monkeypatch):
+    """As when the export ran on a machine with torch and the build runs on one without: a's key changed with the
+    environment, but `--from b` takes a's last locked result and says why it is not current."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TRTPIPE_TEST_ENV", "gpu-machine")
+    assert main(["plan", str(chain), "--from", "b"]) == 0
+    assert "locked" in capsys.readouterr().out
+    assert run(chain, "--from", "b") == 0
+    err = capsys.readouterr().err
+    assert "a from the lock file (environment changed: test_env)" in err
+    assert "b ran" in err
+
+
 def test_from_and_force(chain, capsys):
     assert run(chain, "--from", "b", "--force") == 0
     assert statuses(capsys) == {"source": "cached", "a": "cached", "b": "ran", "c": "ran"}

@@ -76,6 +76,7 @@ def setup_logging(verbose: bool) -> None:
     from loguru import logger
 
     logger.remove()
+    logger.enable("trtpipe")
     logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING", format="<level>{level}</level> {message}")
 
 
@@ -128,8 +129,8 @@ def stage_line(run) -> str:
     from rich.markup import escape
 
     mark = "[green]✓[/green]" if run.status == "ran" else "[dim]=[/dim]"
-    status = f"ran {run.seconds:.1f} s" if run.status == "ran" else "cached"
-    why = f" ({run.reason})" if run.status == "ran" and run.reason else ""
+    status = {"ran": f"ran {run.seconds:.1f} s", "locked": "from the lock file"}.get(run.status, run.status)
+    why = f" ({run.reason})" if run.status in ("ran", "locked") and run.reason else ""
     return f"{mark} [bold]{escape(run.name)}[/bold] {status}{escape(why)}  [dim]{escape(summary(run.metrics))}[/dim]"
 
 
@@ -145,7 +146,7 @@ def cmd_plan(args, err) -> int:
     runner = load_runner(args)
     table = Table("#", "stage", "uses", "status", "why", box=None)
     for i, run in enumerate(runner.plan(selection(args)), 1):
-        style = {"cached": "dim", "will run": "yellow", "unavailable": "red"}[run.status]
+        style = {"cached": "dim", "locked": "cyan", "will run": "yellow", "unavailable": "red"}[run.status]
         table.add_row(
             str(i), run.name, runner.recipe.stage(run.name).kind, f"[{style}]{run.status}[/{style}]", run.reason
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import heapq
 
 from trtpipe.stages import Stage
 
@@ -23,14 +24,18 @@ def find_cycle(stages: dict[str, Stage]) -> list[str] | None:
 
 
 def order(stages: dict[str, Stage]) -> list[str]:
+    """Topological order that takes, at each step, the ready stage listed first in the recipe."""
     rank = {name: i for i, name in enumerate(stages)}
     sorter = graphlib.TopologicalSorter({name: dependencies(s) for name, s in stages.items()})
     sorter.prepare()
+    ready: list[tuple[int, str]] = []
     result = []
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=rank.__getitem__)
-        result += ready
-        sorter.done(*ready)
+        for name in sorter.get_ready():
+            heapq.heappush(ready, (rank[name], name))
+        name = heapq.heappop(ready)[1]
+        result.append(name)
+        sorter.done(name)
     return result
 
 

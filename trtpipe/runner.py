@@ -53,7 +53,7 @@ class Selection:
 @dataclass
 class StageRun:
     name: str
-    status: str  # cached | ran | will run | unavailable
+    status: str  # cached | ran | locked (outside the selection, from the lock file) | will run | unavailable
     reason: str = ""
     key: str | None = None
     outputs: dict[str, dict] = field(default_factory=dict)  # name -> {digest, file, bytes}
@@ -147,6 +147,9 @@ class Runner:
             elif name in chosen:
                 reason = "forced" if selection.forced(name) else self.why(name, material, key)
                 done[name] = StageRun(name, "will run", reason, key=key)
+            elif self.locked(name):
+                entry = self.lock[name]
+                done[name] = StageRun(name, "locked", self.why(name, material, key), entry["key"], entry["outputs"])
             else:
                 done[name] = StageRun(name, "unavailable", "not selected and not in the cache", key=key)
             plan.append(done[name])
@@ -176,15 +179,11 @@ class Runner:
 
     def run_stage(self, name, chosen, selection, done, on_event) -> StageRun:
         stage = self.recipe.stage(name)
-        inputs = self.input_digests(stage, done)
-        material = self.key_material(name, stage, inputs)
+        if not chosen:
+            return self.reuse(name, stage, done, on_event)
+        material = self.key_material(name, stage, self.input_digests(stage, done))
         key = sha256_json(material)
-        record = None if (chosen and selection.forced(name)) else self.cached(key)
-        if record is None and not chosen:
-            raise RecipeError(
-                f"stage '{name}' is needed but not selected, and its result is not in the cache",
-                hint=f"run without --only/--from first, or add '{name}' to the selection",
-            )
+        record = None if selection.forced(name) else self.cached(key)
         if record is not None:
             run = StageRun(
                 name,
@@ -196,15 +195,46 @@ class Runner:
             )
             on_event("start", run, "")
         else:
-            run = StageRun(
-                name, "ran", self.why(name, material, key) if not selection.forced(name) else "forced", key=key
-            )
+            run = StageRun(name, "ran", "forced" if selection.forced(name) else self.why(name, material, key), key=key)
             on_event("start", run, run.reason)
             self.execute(name, stage, run, done, lambda message: on_event("progress", run, message))
         self.materialize(name, run)
         self.record_lock(name, stage, material, run)
         on_event("done", run, "")
         return run
+
+    def reuse(self, name: str, stage: Stage, done: dict[str, StageRun], on_event) -> StageRun:
+        """A stage outside the selection: its cached result, else the result its lock entry records (say, an export
+        made on another machine, whose torch the GPU machine lacks)."""
+        try:
+            material = self.key_material(name, stage, self.input_digests(stage, done))
+        except TrtpipeError as e:
+            material, reason = None, e.message
+        record = self.cached(sha256_json(material)) if material else None
+        if record is not None:
+            run = StageRun(
+                name, "cached", key=sha256_json(material), outputs=record["outputs"], metrics=record["metrics"]
+            )
+            self.record_lock(name, stage, material, run)
+        else:
+            entry = self.locked(name)
+            if entry is None:
+                raise RecipeError(
+                    f"stage '{name}' is needed but not selected, and its result is not in the cache",
+                    hint=f"run without --only/--from first, or add '{name}' to the selection",
+                )
+            reason = self.why(name, material, None) if material else reason
+            run = StageRun(name, "locked", reason, key=entry["key"], outputs=entry["outputs"], metrics=entry["metrics"])
+        self.materialize(name, run)
+        on_event("done", run, "")
+        return run
+
+    def locked(self, name: str) -> dict | None:
+        """The lock file's entry for a stage, when the outputs it records are intact in the store."""
+        entry = self.lock.get(name)
+        if entry and all(self.store.intact(o["digest"]) for o in entry["outputs"].values()):
+            return entry
+        return None
 
     def execute(self, name: str, stage: Stage, run: StageRun, done: dict[str, StageRun], report) -> None:
         inputs = {slot: self.output_path(*ref.split(".", 1), done) for slot, ref in stage.refs().items()}

@@ -29,13 +29,16 @@ class Backend(Protocol):
     def load(self, onnx_path: Path, **options: Any) -> Session: ...
 
 
-def get_backend(target: str) -> Backend:
+def get_backend(target: str, recipe=None, cache_dir: Path | None = None, **build_options: Any) -> Backend:
+    """The backend for `target`. TensorRT builds for the recipe's input shapes, keeps its timing cache in
+    `cache_dir` and applies `build_options` (trtpipe.trt.config.BuildOptions) to every build."""
     if target == "onnxruntime":
         from trtpipe.backends.onnxruntime import OnnxRuntime
 
         return OnnxRuntime()
     if target == "tensorrt":
         from trtpipe.backends.tensorrt import TensorRT
+        from trtpipe.trt.config import recipe_shapes
 
-        return TensorRT()
+        return TensorRT(recipe_shapes(recipe) if recipe is not None else None, cache_dir, build_options)
     raise ValueError(f"unknown target '{target}'")

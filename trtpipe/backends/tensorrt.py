@@ -33,13 +33,20 @@ class TensorRT:
 
     name = "tensorrt"
 
+    def __init__(self, shapes=None, cache_dir: Path | None = None, build_options: dict | None = None):
+        self.shapes = shapes
+        self.cache_dir = cache_dir
+        self.build_options = build_options or {}
+
     def env(self) -> dict[str, Any]:
         return facts()
 
     def load(self, onnx_path: Path, shapes=None, cache_dir: Path | None = None, cuda_graph: bool = False, **options):
         from trtpipe.trt import builder, config, runtime
 
-        build_options = config.BuildOptions(**options)
+        shapes = shapes or self.shapes
+        cache_dir = cache_dir or self.cache_dir
+        build_options = config.BuildOptions(**(self.build_options | options))
         cache = config.timing_cache_path(cache_dir, facts()) if cache_dir is not None else None
         built = builder.build(Path(onnx_path), build_options, shapes, cache)
         return runtime.Session(runtime.deserialize(built.plan, build_options.plugins), cuda_graph=cuda_graph)

@@ -163,7 +163,8 @@ class Session:
         """The engine inspector's JSON at the current input shapes."""
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
-        return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        # TensorRT 8.6 writes layer names and metadata into the JSON unescaped, newlines included
+        return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON), strict=False)
 
     def close(self) -> None:
         self._release()

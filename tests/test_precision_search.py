@@ -1,0 +1,174 @@
+"""Sensitivity ranking and the FP32-set search on real ONNX Runtime runs; resuming an interrupted search."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tests.precision_graphs import planted_overflow, run
+from trtpipe.backends.onnxruntime import OnnxRuntime
+from trtpipe.data import save_reference
+from trtpipe.errors import StageError
+from trtpipe.metrics import Budget
+from trtpipe.precision import sensitivity
+from trtpipe.precision.convert import analyze
+from trtpipe.precision.search import Evaluator, ddmin, greedy, search
+
+FEEDS = {"x": np.random.default_rng(2).uniform(-1, 1, (4, 16)).astype(np.float32)}
+BUDGET = {"y": Budget(mean_rel=1e-2), "z": Budget(mean_abs=1e-2)}
+
+
+def evaluator(scratch, backend=None, budget=BUDGET, pins=()):
+    model = planted_overflow()
+    backend = backend or OnnxRuntime()
+    return Evaluator(model, FEEDS, run(model, FEEDS), budget, backend, scratch, pins=pins, emulate=True)
+
+
+def ranked(order="sensitivity"):
+    model = planted_overflow()
+    ranking = sensitivity.rank(sensitivity.local(model, FEEDS, "float16"), analyze(model).candidates)
+    return ranking if order == "sensitivity" else ranking[::-1]
+
+
+def test_local_sensitivity_ranks_the_overflow_first():
+    assert ranked()[0] == "/big/MatMul"
+    assert sensitivity.local(planted_overflow(), FEEDS, "float16")["/big/MatMul"] == float("inf")
+
+
+def test_output_sensitivity_ranks_the_overflow_first(tmp_path):
+    model = planted_overflow()
+    backend = OnnxRuntime()
+    scores = sensitivity.output(
+        model, FEEDS, run(model, FEEDS), "float16", lambda p, f: backend.load(p).run(f), 1, tmp_path, emulated=True
+    )
+    assert max(scores, key=scores.get) == "/big/MatMul" and scores["/big/MatMul"] == float("inf")
+    assert all(np.isfinite(v) for n, v in scores.items() if n != "/big/MatMul")
+
+
+@pytest.mark.parametrize("order", ["sensitivity", "reversed"])
+def test_planted_overflow_ends_fp32_and_nothing_else(tmp_path, order):
+    result = search(evaluator(tmp_path), ranked(order))
+    assert result.fp32 == {"/big/MatMul": result.fp32["/big/MatMul"]}
+    assert result.fp32["/big/MatMul"].startswith("search:greedy")
+    assert result.evaluation.met and np.isfinite(result.evaluation.errors["y"]["max_abs"])
+    assert result.conversion.fp32 == {"/big/MatMul": "search"}
+
+
+def test_pins_stay_fp32(tmp_path):
+    result = search(evaluator(tmp_path, pins=["/gate/Sigmoid"]), ranked())
+    assert result.fp32 == {"/big/MatMul": result.fp32["/big/MatMul"], "/gate/Sigmoid": "pin"}
+
+
+def test_unreachable_budget_is_an_error(tmp_path):
+    with pytest.raises(StageError, match="not met even with all 5 candidate nodes"):
+        search(evaluator(tmp_path, budget={"y": Budget(cosine=1.5)}), ranked())
+
+
+class Interrupted(Exception):
+    pass
+
+
+class StopAfter:
+    """ONNX Runtime, interrupted after `loads` model loads; remembers which candidates it loaded."""
+
+    name = "onnxruntime"
+
+    def __init__(self, loads: int):
+        self.left = loads
+        self.loaded: list[str] = []
+
+    def env(self):
+        return OnnxRuntime().env()
+
+    def load(self, path, **options):
+        if self.left == 0:
+            raise Interrupted
+        self.left -= 1
+        self.loaded.append(path.stem)
+        return OnnxRuntime().load(path, **options)
+
+
+def test_interrupted_search_resumes_without_evaluating_anything_twice(tmp_path):
+    ranking = ranked("reversed")  # the longest search: every node added, then removed again
+    whole = search(evaluator(tmp_path / "whole"), ranking)
+    k = whole.evaluations // 2
+    first = StopAfter(k)
+    with pytest.raises(Interrupted):
+        search(evaluator(tmp_path / "resumed", first), ranking)
+    assert len(first.loaded) == k == len(list((tmp_path / "resumed/evaluations").glob("*.json")))
+
+    second = StopAfter(10**6)
+    resumed = search(evaluator(tmp_path / "resumed", second), ranking)
+    assert not set(first.loaded) & set(second.loaded)
+    assert len(second.loaded) == resumed.ran == whole.evaluations - k
+    assert resumed.fp32 == whole.fp32 and resumed.evaluations == whole.evaluations
+
+
+def test_greedy_finds_the_shortest_meeting_prefix():
+    calls = []
+
+    def met(fp32):
+        calls.append(len(fp32))
+        return {"c", "f"} <= set(fp32)
+
+    assert greedy(list("abcdefghij"), met) == list("abcdef")
+    assert calls == [0, 1, 2, 4, 8, 6, 5]
+
+
+def test_ddmin_keeps_only_what_is_needed():
+    assert ddmin(list("abcdefghij"), lambda s: {"c", "h"} <= set(s)) == ["c", "h"]
+    assert ddmin(list("abc"), lambda s: True) == []
+
+
+# ---------------------------------------------------------------- the stages
+
+
+@pytest.fixture
+def overflow_recipe(tmp_path):
+    from trtpipe.recipe import load
+
+    model = planted_overflow()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    save_reference(tmp_path / "ref.npz", FEEDS, run(model, FEEDS))
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [4, 16]}\nstages:\n"
+        "  sensitivity: {uses: sensitivity, method: output}\n"
+        "  search:\n    uses: precision-search\n    ranking: sensitivity.ranking\n"
+        "    budget: {y: {mean_rel: 1.0e-2}, z: {mean_abs: 1.0e-2}}\n"
+    )
+    return load(tmp_path / "r.yaml")
+
+
+def run_stage(recipe, name, inputs, tmp_path):
+    from trtpipe.stages import Context
+
+    work = tmp_path / name
+    work.mkdir()
+    ctx = Context(name, recipe, inputs, work, tmp_path / "cache", f"key-{name}")
+    return recipe.stage(name).run(ctx)
+
+
+def test_sensitivity_and_search_stages(overflow_recipe, tmp_path):
+    common = {"model": tmp_path / "m.onnx", "reference": tmp_path / "ref.npz"}
+    ranking = run_stage(overflow_recipe, "sensitivity", common, tmp_path).outputs["ranking"]
+    nodes = json.loads(ranking.read_text())["nodes"]
+    assert nodes[0] == {"node": "/big/MatMul", "op": "MatMul", "module": "big", "score": "inf"}
+
+    result = run_stage(overflow_recipe, "search", common | {"ranking": ranking}, tmp_path)
+    metrics = result.metrics
+    assert metrics["budget_met"] and metrics["fp32_nodes"] == 1
+    assert metrics["casts"] <= metrics["casts_onnxconverter_common"]
+    assert metrics["evaluations"] == metrics["evaluations_run"] > 0
+    plan = json.loads(result.outputs["plan"].read_text())
+    assert [(n["node"], n["module"]) for n in plan["fp32_nodes"]] == [("/big/MatMul", "big")]
+    assert plan["budget"] == {"y": {"mean_rel": 0.01}, "z": {"mean_abs": 0.01}}
+    assert plan["backend"]["name"] == "onnxruntime" and plan["reference"] == "reference"
+    onnx.checker.check_model(onnx.load(str(result.outputs["model"])), full_check=True)
+
+
+def test_search_stage_without_ranking_or_reference(overflow_recipe, tmp_path):
+    result = run_stage(overflow_recipe, "search", {"model": tmp_path / "m.onnx"}, tmp_path)
+    plan = json.loads(result.outputs["plan"].read_text())
+    assert plan["reference"] == "onnxruntime fp32" and result.metrics["budget_met"]
+    assert [n["node"] for n in plan["fp32_nodes"]] == ["/big/MatMul"]

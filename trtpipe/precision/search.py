@@ -1,0 +1,189 @@
+"""The smallest FP32 set that meets an accuracy budget per output, measured on a backend.
+
+1. greedy: keep the top of the sensitivity ranking FP32, growing the prefix 1, 2, 4, ... nodes until the budget is
+   met, then bisect to the shortest prefix that meets it;
+2. delta debugging: drop chunks of that set (halves, quarters, ... single nodes) while the budget stays met;
+3. merge islands: turn cheap low-precision nodes between FP32 regions FP32 where that removes Casts, if the budget
+   is still met.
+Each evaluated candidate is stored in `scratch` under the digest of its FP32 set: a search that was interrupted
+resumes by replaying its decisions from those records, evaluating only what it had not reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trtpipe.errors import StageError
+from trtpipe.metrics import Budget, check_budgets
+from trtpipe.precision.convert import Conversion, convert
+from trtpipe.precision.emulate import emulate
+
+
+@dataclass
+class Evaluation:
+    fp32: list[str]  # the candidate: nodes kept FP32 beyond the forced ones
+    met: bool
+    violations: dict[str, list[str]]
+    errors: dict[str, dict]  # output -> error stats against the reference
+    casts: int
+    seconds: float
+
+
+class Evaluator:
+    """Candidate FP32 set -> Evaluation: convert, load on the backend, run on the reference inputs, check budgets.
+
+    `emulate`: run the candidate with its low-precision tensors rounded explicitly (trtpipe.precision.emulate), for
+    ONNX Runtime on the CPU, whose float16 would otherwise mostly compute and store in FP32.
+    """
+
+    def __init__(
+        self,
+        model,
+        feeds: dict[str, np.ndarray],
+        refs: dict[str, np.ndarray],
+        budgets: dict[str, Budget],
+        backend,
+        scratch: Path,
+        dtype: str = "float16",
+        keep_io_types: bool = True,
+        pins: Iterable[str] = (),
+        emulate: bool = False,
+        report: Callable[[str], None] = lambda message: None,
+    ):
+        self.model, self.feeds, self.refs, self.budgets = model, feeds, refs, budgets
+        self.backend, self.dtype, self.keep_io_types = backend, dtype, keep_io_types
+        self.pins = set(pins)
+        self.emulate = emulate
+        self.records = scratch / "evaluations"
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.report = report
+        self.seen: set[str] = set()  # digests of the candidates this search has asked for
+        self.ran = 0  # evaluations run by this process (the rest came from `scratch`)
+
+    def convert(self, fp32: Iterable[str], merge_cost: float | None = None) -> Conversion:
+        wanted = dict.fromkeys(sorted(fp32), "search") | dict.fromkeys(sorted(self.pins), "pin")
+        return convert(self.model, wanted, self.dtype, self.keep_io_types, merge_cost)
+
+    def __call__(self, fp32: Iterable[str]) -> Evaluation:
+        fp32 = sorted(set(fp32) - self.pins)
+        digest = hashlib.sha256(json.dumps(fp32).encode()).hexdigest()[:24]
+        self.seen.add(digest)
+        record = self.records / f"{digest}.json"
+        if record.is_file():
+            return Evaluation(**json.loads(record.read_text()))
+        start = time.perf_counter()
+        conversion = self.convert(fp32)
+        path = self.records / f"{digest}.onnx"
+        path.write_bytes((emulate(conversion.model) if self.emulate else conversion.model).SerializeToString())
+        try:
+            outputs = self.backend.load(path).run(input_dtypes(conversion.model, self.feeds))
+        finally:
+            path.unlink()
+        with np.errstate(invalid="ignore", over="ignore"):  # overflowing candidates are expected
+            stats, violations = check_budgets(outputs, self.refs, self.budgets)
+        result = Evaluation(fp32, not violations, violations, stats, conversion.casts, time.perf_counter() - start)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(result), default=float))
+        tmp.replace(record)
+        self.ran += 1
+        self.report(f"evaluation {len(self.seen)}: {len(fp32)} FP32 nodes, {result.casts} casts, {summary(result)}")
+        return result
+
+    def met(self, fp32: Iterable[str]) -> bool:
+        return self(fp32).met
+
+
+def input_dtypes(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds in the model's input dtypes (float16 inputs when I/O types are not kept)."""
+    from onnx import helper
+
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    return {k: v.astype(helper.tensor_dtype_to_np_dtype(types[k])) if k in types else v for k, v in feeds.items()}
+
+
+def summary(result: Evaluation) -> str:
+    if result.met:
+        return "budget met"
+    return "; ".join(f"{name}: {', '.join(v)}" for name, v in result.violations.items())
+
+
+@dataclass
+class SearchResult:
+    fp32: dict[str, str]  # node kept FP32 by the search or a pin -> the step that chose it
+    evaluation: Evaluation
+    conversion: Conversion
+    evaluations: int  # distinct candidates evaluated, this run or an interrupted one before it
+    ran: int  # of which this run evaluated
+
+
+def search(evaluate: Evaluator, ranking: list[str], merge_cost: float | None = 0.5) -> SearchResult:
+    """`ranking`: candidate nodes, most sensitive first (every candidate should be there)."""
+    ranked = [n for n in ranking if n not in evaluate.pins]
+    chosen = greedy(ranked, evaluate.met)
+    steps = {n: f"search:greedy (rank {ranked.index(n) + 1})" for n in ddmin(chosen, evaluate.met)}
+    best = evaluate(steps)
+    if merge_cost is not None:
+        merged = [n for n, why in evaluate.convert(steps, merge_cost).fp32.items() if why == "merge-islands"]
+        if merged:
+            trial = evaluate([*steps, *merged])
+            if trial.met and trial.casts < best.casts:
+                steps |= dict.fromkeys(merged, "search:merge-islands")
+                best = trial
+    steps |= dict.fromkeys(sorted(evaluate.pins), "pin")
+    return SearchResult(steps, best, evaluate.convert(steps), len(evaluate.seen), evaluate.ran)
+
+
+def greedy(ranked: list[str], met: Callable[[list[str]], bool]) -> list[str]:
+    """The shortest prefix of `ranked` that meets the budget: doubling, then bisection."""
+    if met([]):
+        return []
+    good = 1
+    while not met(ranked[:good]):
+        if good >= len(ranked):
+            raise StageError(
+                f"the budget is not met even with all {len(ranked)} candidate nodes in FP32",
+                hint="the budget may be tighter than FP32 itself achieves against the reference: loosen it",
+            )
+        good = min(2 * good, len(ranked))
+    bad = good // 2
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if met(ranked[:mid]):
+            good = mid
+        else:
+            bad = mid
+    return ranked[:good]
+
+
+def ddmin(chosen: list[str], met: Callable[[list[str]], bool]) -> list[str]:
+    """Delta debugging: one pass over halves, then quarters, ... then single nodes, dropping each chunk whose removal
+    keeps `met`. Ends 1-minimal (no single node can go) when removing nodes never helps accuracy."""
+    n = 2
+    while chosen:
+        size = -(-len(chosen) // n)
+        i = 0
+        while i < len(chosen):
+            rest = chosen[:i] + chosen[i + size :]
+            if met(rest):
+                chosen = rest
+            else:
+                i += size
+        if size == 1:
+            break
+        n = min(2 * n, max(len(chosen), 1))
+    return chosen
+
+
+def load_ranking(path: Path | None, candidates: list[str]) -> list[str]:
+    """The ranking file's node order, then any candidate it does not list, in graph order."""
+    listed: list[Any] = json.loads(path.read_text())["nodes"] if path else []
+    order = [entry["node"] for entry in listed if entry["node"] in set(candidates)]
+    return order + [c for c in candidates if c not in set(order)]

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trtpipe.metrics import Budget
+from trtpipe.stages.base import Context, Ref, Result, Stage, register
+from trtpipe.trt.config import BuildOptions
+
+
+@register
+class PrecisionSearch(Stage):
+    """The smallest FP32 set that meets `budget` per output on the recipe's target (trtpipe.precision.search).
+
+    Starts from the `ranking` of a sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes
+    what is not needed (delta debugging), then merges FP32 islands where that removes Casts and keeps the budget.
+    `fp32_nodes` are pinned FP32. On ONNX Runtime, candidates run with low precision emulated (trtpipe.precision.
+    emulate): its CPU float16 mostly computes and stores in FP32, which would hide overflow. Every evaluated candidate
+    is kept in the stage's scratch directory, so an interrupted search resumes where it stopped. Outputs: `model` (the
+    mixed graph) and `plan` (JSON: the FP32 nodes with the rule or search step that chose each and their torch modules,
+    the budget and the errors met, the backend).
+    """
+
+    kind = "precision-search"
+    inputs = ("model", "ranking", "reference")
+    outputs = ("model", "plan")
+    recipe_fields = ("inputs", "target")
+
+    model: Ref | None = None
+    ranking: Ref | None = None
+    reference: Ref | None = None
+    budget: dict[str, Budget] = Field(min_length=1)
+    dtype: Literal["float16", "bfloat16"] = "float16"
+    keep_io_types: bool = True
+    fp32_nodes: list[str] = []
+    merge_cost: float | None = Field(0.5, ge=0)
+    chunk: int = Field(64, ge=1)
+    builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds
+
+    def env(self, recipe) -> dict:
+        from trtpipe.backends import get_backend
+
+        return get_backend(recipe.target).env()
+
+    def run(self, ctx: Context) -> Result:
+        import json
+
+        from trtpipe import onnxio
+        from trtpipe.backends import get_backend
+        from trtpipe.errors import StageError
+        from trtpipe.precision import sensitivity
+        from trtpipe.precision.convert import analyze
+        from trtpipe.precision.reference import reference_data
+        from trtpipe.precision.search import Evaluator, load_ranking, search
+
+        model = onnxio.load(ctx.inputs["model"])
+        feeds, refs, source = reference_data(ctx.recipe, ctx.inputs["model"], ctx.inputs.get("reference"))
+        if unknown := [name for name in self.budget if name not in refs]:
+            raise StageError(f"budget for unknown output {', '.join(unknown)}", hint=f"outputs: {', '.join(refs)}")
+        analysis = analyze(model, self.dtype)
+        if ranking := ctx.inputs.get("ranking"):
+            ranked = load_ranking(ranking, analysis.candidates)
+        else:
+            ctx.report("no ranking given: local sensitivity")
+            scores = sensitivity.local(model, feeds, self.dtype, self.chunk)
+            ranked = sensitivity.rank(scores, analysis.candidates)
+        backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **self.builder.model_dump(exclude_unset=True))
+        evaluate = Evaluator(
+            model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, self.fp32_nodes,
+            emulate=ctx.target == "onnxruntime", report=ctx.report,
+        )  # fmt: skip
+        result = search(evaluate, ranked, self.merge_cost)
+        out = onnxio.save(result.conversion.model, ctx.out("model.onnx"))
+        plan = self.plan(result, analysis.ops, backend, source)
+        ctx.out("plan.json").write_text(json.dumps(plan, indent=1))
+        return Result({"model": out, "plan": ctx.out("plan.json")}, self.metrics(model, result))
+
+    def plan(self, result, op_types: dict[str, str], backend, source: str) -> dict:
+        from trtpipe.precision.ops import torch_module
+
+        chosen = result.conversion.fp32 | result.fp32
+        return {
+            "dtype": self.dtype,
+            "keep_io_types": self.keep_io_types,
+            "fp32_nodes": [
+                {"node": n, "op": op_types.get(n, ""), "module": torch_module(n), "chosen_by": why}
+                for n, why in chosen.items()
+            ],
+            "budget": {k: b.model_dump(exclude_none=True) for k, b in self.budget.items()},
+            "budget_met": result.evaluation.met,
+            "errors": result.evaluation.errors,
+            "casts": result.conversion.casts,
+            "reference": source,
+            "backend": {"name": backend.name, "env": backend.env()},
+            "evaluations": result.evaluations,
+        }
+
+    def metrics(self, model, result) -> dict:
+        from trtpipe.precision.baselines import count_casts, onnxconverter_common
+
+        fp32 = result.conversion.fp32
+        theirs = onnxconverter_common(model, fp32, self.keep_io_types)
+        return {
+            "casts": result.conversion.casts,
+            "fp32_nodes": len(fp32),
+            "budget_met": result.evaluation.met,
+            "errors": {
+                name: {k: stats[k] for k in ("mean_abs", "max_abs", "cosine") if k in stats}
+                for name, stats in result.evaluation.errors.items()
+            },
+            "evaluations": result.evaluations,
+            "evaluations_run": result.ran,
+            "casts_onnxconverter_common": count_casts(theirs) - count_casts(model),
+        }
