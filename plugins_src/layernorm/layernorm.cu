@@ -1,12 +1,14 @@
-// LayerNorm over the last axis of a rows x cols tensor: FP32 or FP16 I/O, FP32 statistics (Welford).
+// LayerNorm over the last axis of a rows x cols tensor: FP32 or FP16 I/O, FP32 statistics.
 //
-// Rows of up to kMaxWarpCols values are held in registers by a group of lanes (a warp, or fewer lanes for short rows)
-// and reduced with shuffles; longer rows get a block each, cached in shared memory between the statistics pass and the
-// normalization pass, or read twice from global memory when they do not fit in shared memory.
+// Rows of up to 1024 packs stay in registers, held by a group of threads (a few lanes, a warp, or up to eight warps)
+// that reduces with shuffles, and through shared memory between warps. Longer rows get a block each, cached in shared
+// memory between passes, or read again from global memory when they do not fit in shared memory.
+// Statistics are two-pass: the mean, then the mean squared deviation from it.
 // Loads and stores move packs of up to 16 bytes; the pack shrinks to a divisor of cols when cols (or a pointer's
 // alignment) does not allow the full width.
 #include "layernorm.h"
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -15,8 +17,15 @@ namespace
 {
 
 constexpr int kWarpSize = 32;
-constexpr int kMaxWarpCols = 1024;
-constexpr int kWarpKernelThreads = 128;
+constexpr int kMaxBlockThreads = 1024;
+// Register kernel: packs (of at most 16 bytes) per thread; threads per block, or per row where a row takes more; most
+// threads per row (so rows of up to 1024 packs, 16 KiB of full packs); warps per SM that ptxas must fit. With the next
+// row's 4 packs per thread in flight, 24 warps keep 48 KiB of loads in flight per SM: FP16 kernels, whose values take
+// twice their bytes in registers once converted, need up to 80 registers; FP32 kernels fit 32 warps.
+constexpr int kPacks = 4;
+constexpr int kRowsBlockThreads = 128;
+constexpr int kMaxRowThreads = 256;
+constexpr int kRowsMinWarpsPerSm = 24;
 constexpr int kUncachedBlockThreads = 512;
 constexpr size_t kDefaultSharedMemory = 48 * 1024;
 
@@ -59,69 +68,32 @@ __device__ __forceinline__ __half fromFloat<__half>(float v)
     return __float2half_rn(v);
 }
 
-// Mean, sum of squared deviations from the mean, and count of a set of values.
-struct Welford
-{
-    float mean;
-    float m2;
-    float count;
-};
-
-__device__ __forceinline__ void welfordAdd(Welford& w, float v)
-{
-    w.count += 1.f;
-    float const delta = v - w.mean;
-    w.mean += __fdividef(delta, w.count);
-    w.m2 += delta * (v - w.mean);
-}
-
-__device__ __forceinline__ Welford welfordMerge(Welford a, Welford b)
-{
-    float const count = a.count + b.count;
-    float const wb = count > 0.f ? __fdividef(b.count, count) : 0.f;
-    float const delta = b.mean - a.mean;
-    return {a.mean + delta * wb, a.m2 + b.m2 + delta * delta * a.count * wb, count};
-}
-
-// Butterfly all-reduce within aligned groups of G lanes. Every lane returns lane 0's result: the merge order differs
-// between lanes, and a row must be normalized with a single mean and variance.
+// Sum over aligned groups of G threads. Every thread of a group gets the same bits: both lanes of a butterfly pair add
+// the same two values, and the warps' sums are added in one order. Groups wider than a warp exchange their warps' sums
+// through shared memory, so every thread of the block must take part.
 template <int G>
-__device__ __forceinline__ Welford groupAllReduce(Welford w)
+__device__ __forceinline__ float groupSum(float v)
 {
+    constexpr int lanes = G < kWarpSize ? G : kWarpSize;
 #pragma unroll
-    for (int offset = G / 2; offset > 0; offset /= 2)
+    for (int offset = lanes / 2; offset > 0; offset /= 2)
+        v += __shfl_xor_sync(~0u, v, offset, lanes);
+    if constexpr (G > kWarpSize)
     {
-        Welford const other{__shfl_xor_sync(~0u, w.mean, offset, G), __shfl_xor_sync(~0u, w.m2, offset, G),
-            __shfl_xor_sync(~0u, w.count, offset, G)};
-        w = welfordMerge(w, other);
+        constexpr int warps = G / kWarpSize;
+        __shared__ float warpSums[kMaxBlockThreads / kWarpSize];
+        int const warp = threadIdx.x / kWarpSize;
+        __syncthreads(); // the previous call's reads are done
+        if (threadIdx.x % kWarpSize == 0)
+            warpSums[warp] = v;
+        __syncthreads();
+        int const first = warp / warps * warps;
+        v = 0.f;
+#pragma unroll
+        for (int w = 0; w < warps; ++w)
+            v += warpSums[first + w];
     }
-    return {__shfl_sync(~0u, w.mean, 0, G), __shfl_sync(~0u, w.m2, 0, G), w.count};
-}
-
-template <int BLOCK>
-__device__ __forceinline__ Welford blockAllReduce(Welford w)
-{
-    __shared__ Welford partial[kWarpSize];
-    __shared__ Welford total;
-    int const warp = threadIdx.x / kWarpSize;
-    int const lane = threadIdx.x % kWarpSize;
-    w = groupAllReduce<kWarpSize>(w);
-    if (lane == 0)
-        partial[warp] = w;
-    __syncthreads();
-    if (warp == 0)
-    {
-        w = groupAllReduce<kWarpSize>(lane < BLOCK / kWarpSize ? partial[lane] : Welford{0.f, 0.f, 0.f});
-        if (lane == 0)
-            total = w;
-    }
-    __syncthreads();
-    return total;
-}
-
-__device__ __forceinline__ float rstdOf(Welford w, float eps)
-{
-    return rsqrtf(__fdividef(w.m2, w.count) + eps);
+    return v;
 }
 
 // Scale and shift of one pack of columns: gamma and beta when given, else 1 and 0.
@@ -145,78 +117,86 @@ struct Affine
     }
 };
 
-// A group of G lanes owns R consecutive rows of at most kMaxWarpCols values; each lane holds N packs of P values of
-// each row in registers. Pack j of a lane starts at column (j * G + lane) * P, so the group's accesses are coalesced.
-template <typename T, int P, int N, int G, int R>
-__global__ void __launch_bounds__(kWarpKernelThreads) layerNormWarp(T const* __restrict__ x,
+template <int G>
+constexpr int rowsBlockThreads()
+{
+    return G > kRowsBlockThreads ? G : kRowsBlockThreads;
+}
+
+// A group of G threads normalizes a row of at most G * N packs, each thread holding N packs of P values in registers;
+// pack j of a thread starts at column (j * G + lane) * P, so the group's accesses are coalesced. The groups walk the
+// rows with the whole grid as stride, each thread loading its packs of the next row before it works on the current
+// one, so that loads stay in flight while it computes.
+template <typename T, int P, int N, int G, int BLOCK = rowsBlockThreads<G>()>
+__global__ void __launch_bounds__(BLOCK, kRowsMinWarpsPerSm * kWarpSize / BLOCK) layerNormRows(T const* __restrict__ x,
     T const* __restrict__ gamma, T const* __restrict__ beta, T* __restrict__ y, int64_t rows, int cols, float eps)
 {
     using V = Pack<T, P>;
+    constexpr int kGroups = BLOCK / G;
     int const lane = threadIdx.x % G;
-    int64_t const firstRow = (int64_t{blockIdx.x} * kWarpKernelThreads + threadIdx.x) / G * R;
-
-    float v[R][N][P];
+    int64_t const stride = int64_t{gridDim.x} * kGroups;
+    auto const holds = [&](int64_t row, int j) { return row < rows && (j * G + lane) * P < cols; };
+    auto const load = [&](int64_t row, V (&packs)[N]) {
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < N; ++j)
+            packs[j] = holds(row, j) ? *reinterpret_cast<V const*>(x + row * cols + (j * G + lane) * P) : V{};
+    };
+    float const perCol = 1.f / cols;
+
+    int64_t row = int64_t{blockIdx.x} * kGroups + threadIdx.x / G;
+    V next[N];
+    load(row, next);
+    // The block's trip count, not the group's: groups wider than a warp synchronize the block in groupSum.
+    for (int64_t blockRow = int64_t{blockIdx.x} * kGroups; blockRow < rows; blockRow += stride, row += stride)
     {
+        V in[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+            in[j] = next[j];
+        load(row + stride, next);
+
+        float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < N; ++j)
         {
-            int const col = (j * G + lane) * P;
-            if (firstRow + r < rows && col < cols)
-            {
-                V const pack = *reinterpret_cast<V const*>(x + (firstRow + r) * cols + col);
 #pragma unroll
-                for (int k = 0; k < P; ++k)
-                    v[r][j][k] = toFloat(pack.v[k]);
-            }
+            for (int k = 0; k < P; ++k)
+                sum += toFloat(in[j].v[k]);
         }
-    }
+        float const mean = groupSum<G>(sum) * perCol;
 
-    float mean[R];
-    float rstd[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-    {
-        Welford w{0.f, 0.f, 0.f};
+        float squares = 0.f;
 #pragma unroll
         for (int j = 0; j < N; ++j)
         {
-            if (firstRow + r < rows && (j * G + lane) * P < cols)
-            {
 #pragma unroll
-                for (int k = 0; k < P; ++k)
-                    welfordAdd(w, v[r][j][k]);
+            for (int k = 0; k < P; ++k)
+            {
+                float const d = holds(row, j) ? toFloat(in[j].v[k]) - mean : 0.f;
+                squares += d * d;
             }
         }
-        w = groupAllReduce<G>(w);
-        mean[r] = w.mean;
-        rstd[r] = rstdOf(w, eps);
-    }
+        float const rstd = rsqrtf(groupSum<G>(squares) * perCol + eps);
 
 #pragma unroll
-    for (int j = 0; j < N; ++j)
-    {
-        int const col = (j * G + lane) * P;
-        if (col >= cols)
-            continue;
-        Affine<T, P> const affine(gamma, beta, col);
-#pragma unroll
-        for (int r = 0; r < R; ++r)
+        for (int j = 0; j < N; ++j)
         {
-            if (firstRow + r >= rows)
+            if (!holds(row, j))
                 continue;
+            int const col = (j * G + lane) * P;
+            Affine<T, P> const affine(gamma, beta, col);
             V out;
 #pragma unroll
             for (int k = 0; k < P; ++k)
-                out.v[k] = fromFloat<T>((v[r][j][k] - mean[r]) * rstd[r] * affine.scale[k] + affine.shift[k]);
-            *reinterpret_cast<V*>(y + (firstRow + r) * cols + col) = out;
+                out.v[k] = fromFloat<T>((toFloat(in[j].v[k]) - mean) * rstd * affine.scale[k] + affine.shift[k]);
+            *reinterpret_cast<V*>(y + row * cols + col) = out;
         }
     }
 }
 
-// One block per row. CACHED keeps the row in dynamic shared memory (cols * sizeof(T) bytes) between the two passes;
-// otherwise the second pass reads x again.
+// One block per row, three passes: sum, squared deviations, normalization. CACHED keeps the row in dynamic shared
+// memory (cols * sizeof(T) bytes) after the first pass, each thread reading back the packs it stored; otherwise every
+// pass reads x.
 template <typename T, int P, int BLOCK, bool CACHED>
 __global__ void __launch_bounds__(BLOCK) layerNormBlock(T const* __restrict__ x, T const* __restrict__ gamma,
     T const* __restrict__ beta, T* __restrict__ y, int64_t /*rows: one block per row*/, int cols, float eps)
@@ -228,8 +208,10 @@ __global__ void __launch_bounds__(BLOCK) layerNormBlock(T const* __restrict__ x,
     int64_t const offset = int64_t{blockIdx.x} * cols;
     V const* const xRow = reinterpret_cast<V const*>(x + offset);
     V* const yRow = reinterpret_cast<V*>(y + offset);
+    auto const load = [&](int i) { return CACHED ? cache[i] : xRow[i]; };
+    float const perCol = 1.f / cols;
 
-    Welford w{0.f, 0.f, 0.f};
+    float sum = 0.f;
 #pragma unroll 4
     for (int i = threadIdx.x; i < packs; i += BLOCK)
     {
@@ -238,16 +220,28 @@ __global__ void __launch_bounds__(BLOCK) layerNormBlock(T const* __restrict__ x,
             cache[i] = pack;
 #pragma unroll
         for (int k = 0; k < P; ++k)
-            welfordAdd(w, toFloat(pack.v[k]));
+            sum += toFloat(pack.v[k]);
     }
-    w = blockAllReduce<BLOCK>(w);
-    float const mean = w.mean;
-    float const rstd = rstdOf(w, eps);
+    float const mean = groupSum<BLOCK>(sum) * perCol;
 
+    float squares = 0.f;
 #pragma unroll 4
     for (int i = threadIdx.x; i < packs; i += BLOCK)
     {
-        V const in = CACHED ? cache[i] : xRow[i];
+        V const pack = load(i);
+#pragma unroll
+        for (int k = 0; k < P; ++k)
+        {
+            float const d = toFloat(pack.v[k]) - mean;
+            squares += d * d;
+        }
+    }
+    float const rstd = rsqrtf(groupSum<BLOCK>(squares) * perCol + eps);
+
+#pragma unroll 2 // at 4, ptxas spills in the 1024-thread FP16 instance
+    for (int i = threadIdx.x; i < packs; i += BLOCK)
+    {
+        V const in = load(i);
         Affine<T, P> const affine(gamma, beta, i * P);
         V out;
 #pragma unroll
@@ -280,42 +274,29 @@ cudaError_t launch(Kernel<T> kernel, unsigned blocks, int threads, size_t shared
     return cudaGetLastError();
 }
 
-template <typename T, int P, int N, int G, int R>
-cudaError_t launchWarpKernel(Args<T> const& a, cudaStream_t stream)
+// A row of at most kMaxRowThreads * kPacks packs: the packs per thread grow to kPacks, then the threads per row, until
+// the group covers the row. The grid is the blocks that fit on the device at once, or fewer when the rows are few.
+template <typename T, int P, int N, int G>
+cudaError_t launchRegisterRows(Args<T> const& a, cudaStream_t stream)
 {
-    constexpr int rowsPerBlock = kWarpKernelThreads / G * R;
-    unsigned const blocks = static_cast<unsigned>((a.rows + rowsPerBlock - 1) / rowsPerBlock);
-    return launch<T>(layerNormWarp<T, P, N, G, R>, blocks, kWarpKernelThreads, 0, a, stream);
-}
-
-// A warp per row, N packs per lane: the smallest power of two that covers the row.
-template <typename T, int P, int N>
-cudaError_t launchWarpRows(Args<T> const& a, cudaStream_t stream)
-{
-    if constexpr (N * kWarpSize * P < kMaxWarpCols)
+    if (a.cols > G * N * P)
     {
-        if (a.cols > N * kWarpSize * P)
-            return launchWarpRows<T, P, 2 * N>(a, stream);
+        if constexpr (N < kPacks)
+            return launchRegisterRows<T, P, 2 * N, G>(a, stream);
+        else if constexpr (G < kMaxRowThreads)
+            return launchRegisterRows<T, P, N, 2 * G>(a, stream);
     }
-    constexpr int rowsPerGroup = N == 1 ? 2 : 1;
-    return launchWarpKernel<T, P, N, kWarpSize, rowsPerGroup>(a, stream);
-}
-
-// Rows of at most 32 packs: the smallest power-of-two group of lanes with one pack each, two rows per group so that
-// each lane keeps two loads in flight.
-template <typename T, int P, int G>
-cudaError_t launchShortRows(Args<T> const& a, cudaStream_t stream)
-{
-    if constexpr (G < kWarpSize)
-    {
-        if (a.cols > G * P)
-            return launchShortRows<T, P, 2 * G>(a, stream);
-        return launchWarpKernel<T, P, 1, G, 2>(a, stream);
-    }
-    else
-    {
-        return launchWarpRows<T, P, 1>(a, stream);
-    }
+    constexpr int threads = rowsBlockThreads<G>();
+    Kernel<T> const kernel = layerNormRows<T, P, N, G>;
+    int device = 0;
+    int sms = 0;
+    int blocksPerSm = 0;
+    RETURN_IF_ERROR(cudaGetDevice(&device));
+    RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocksPerSm, kernel, threads, 0));
+    int64_t const rowBlocks = (a.rows + threads / G - 1) / (threads / G);
+    unsigned const blocks = static_cast<unsigned>(std::min(rowBlocks, int64_t{sms} * blocksPerSm));
+    return launch<T>(kernel, blocks, threads, 0, a, stream);
 }
 
 // Block size for the cached block kernel: the most resident warps per multiprocessor, the smallest block on a tie
@@ -336,7 +317,10 @@ cudaError_t launchBlockRows(Args<T> const& a, cudaStream_t stream)
     RETURN_IF_ERROR(cudaDeviceGetAttribute(&sharedOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     RETURN_IF_ERROR(cudaFuncGetAttributes(&attributes, kernels[0]));
     if (sharedMemory + attributes.sharedSizeBytes > size_t(sharedOptin))
-        return launch<T>(layerNormBlock<T, P, kUncachedBlockThreads, false>, blocks, kUncachedBlockThreads, 0, a, stream);
+    {
+        Kernel<T> const uncached = layerNormBlock<T, P, kUncachedBlockThreads, false>;
+        return launch<T>(uncached, blocks, kUncachedBlockThreads, 0, a, stream);
+    }
 
     // The opt-in limit is raised to the device's maximum, not to this row's size: concurrent callers with other
     // widths then cannot lower it between another caller's set and launch.
@@ -378,8 +362,8 @@ cudaError_t dispatch(Args<T> const& a, cudaStream_t stream)
         if (!fits)
             return dispatch<T, P / 2>(a, stream);
     }
-    if (a.cols <= kMaxWarpCols)
-        return launchShortRows<T, P, 1>(a, stream);
+    if (a.cols <= kMaxRowThreads * kPacks * P)
+        return launchRegisterRows<T, P, 1, 1>(a, stream);
     return launchBlockRows<T, P>(a, stream);
 }
 
