@@ -10,7 +10,9 @@ def gpu_available() -> bool:
     try:
         import tensorrt as trt
 
-        trt.Builder(trt.Logger(trt.Logger.ERROR))
+        from trtpipe.trt.builder import LOG  # TensorRT keeps its first builder's logger: make it trtpipe's
+
+        trt.Builder(LOG)
     except Exception:
         return False
     return True

@@ -316,8 +316,8 @@ def attributes(node):
 
 def test_tensorrt_layernorm_plugin_node():
     b = Builder()
-    gamma, beta = np.linspace(0.5, 2, 8), np.linspace(-1, 1, 8)
-    model = b.model(layernorm(b, b.input("x", [2, 3, 8]), eps=1e-6, gamma=gamma, beta=beta))
+    gamma, beta = np.linspace(0.5, 2, 40), np.linspace(-1, 1, 40)
+    model = b.model(layernorm(b, b.input("x", [2, 3, 40]), eps=1e-6, gamma=gamma, beta=beta))
     out, report = fuse(model, {"layernorm": "LayerNorm"})
     onnx.checker.check_model(out, full_check=True)
     (node,) = out.graph.node
@@ -347,6 +347,15 @@ def test_trtpipe_layernorm_plugin_node_without_affine_gets_ones_and_zeros():
     np.testing.assert_array_equal(inits[node.input[2]], np.zeros(4, np.float32))
 
 
+def test_tensorrt_layernorm_plugin_is_not_used_for_rows_of_32_or_fewer_values():
+    b = Builder()
+    model = b.model(layernorm(b, b.input("x", [2, 4, 8]), axes=(-2, -1)))
+    out, report = fuse(model, {"layernorm": "LayerNorm"})
+    assert ops(out) == ops(model)
+    assert "epsilon * n**2" in report["layernorm"]["kept"][0]["reason"]
+    assert "have 32" in report["layernorm"]["kept"][0]["reason"]
+
+
 def test_trtpipe_layernorm_over_two_axes_is_kept_with_the_reason():
     b = Builder()
     model = b.model(layernorm(b, b.input("x", [2, 3, 8]), axes=(-2, -1)))
@@ -361,7 +370,7 @@ def test_trtpipe_layernorm_over_two_axes_is_kept_with_the_reason():
 def test_opset_raise_refused_when_an_op_changed_meaning():
     """Squeeze took axes as an attribute before opset 13: raising 12 -> 17 would break it."""
     b = Builder(12)
-    x = b.op("Squeeze", b.input("x", [2, 1, 8]), axes=[1])
+    x = b.op("Squeeze", b.input("x", [2, 1, 40]), axes=[1])
     model = b.model(layernorm(b, x))
     with pytest.raises(StageError, match="Squeeze"):
         fuse(model, ALL)
@@ -395,9 +404,9 @@ def stage_run(tmp_path, model, params=""):
     return recipe.stage("fuse-plugins").run(ctx)
 
 
-def ln_model(**kwargs):
+def ln_model(cols: int = 8, **kwargs):
     b = Builder()
-    return b.model(layernorm(b, b.input("x", [2, 3, 8]), gamma=np.linspace(0.5, 2, 8), **kwargs))
+    return b.model(layernorm(b, b.input("x", [2, 3, cols]), gamma=np.linspace(0.5, 2, cols), **kwargs))
 
 
 def test_stage_fuses_and_checks_onnx_runtime(tmp_path):
@@ -410,7 +419,7 @@ def test_stage_fuses_and_checks_onnx_runtime(tmp_path):
 
 
 def test_stage_skips_the_runtime_check_for_plugins(tmp_path):
-    result = stage_run(tmp_path, ln_model(), ", patterns: {layernorm: {trt-plugin: LayerNorm}}")
+    result = stage_run(tmp_path, ln_model(cols=40), ", patterns: {layernorm: {trt-plugin: LayerNorm}}")
     assert result.metrics["check"].startswith("skipped: ONNX Runtime cannot run TensorRT plugin nodes (LayerNorm)")
 
 

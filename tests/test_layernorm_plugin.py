@@ -19,12 +19,13 @@ TOLERANCE = {np.float32: 1e-5, np.float16: 1e-3}
 GUARD = 256  # poisoned bytes kept on either side of an output
 CUDA_ERROR_INVALID_VALUE = 1
 
-# (rows, cols) reaching every kernel path: lane groups of 8 and 16 (two rows each), a warp with 1..8 packs per lane,
-# odd and non-pack-multiple cols (narrower packs), block per row with the row in shared memory (above 48 KiB for
-# 20000 FP32 values), and rows beyond shared memory (70001 FP32 values: two passes over x).
+# (rows, cols) reaching every kernel path: rows in registers held by 1 to 32 lanes and by 2 to 8 warps (barriers),
+# several rows per group where the rows outnumber the resident groups (65536 x 64; 5001 x 2048, an odd count with two
+# rows per block in FP16), odd and non-pack-multiple cols (narrower packs), block per row with the row in shared
+# memory (above 48 KiB for 20000 FP32 values), and rows beyond shared memory (70001 FP32 values: three passes over x).
 SHAPES = [(1, 32), (3, 33), (257, 100), (1000, 127), (11, 330), (4096, 256), (513, 768), (64, 1000), (7, 1023),
-          (2000, 1024), (65536, 64), (5, 1025), (9, 1030), (300, 2048), (17, 4095), (64, 8192), (2, 20000),
-          (3, 70001)]
+          (2000, 1024), (65536, 64), (5, 1025), (9, 1030), (5001, 2048), (33, 3072), (17, 4095), (64, 8192),
+          (2, 20000), (3, 70001)]
 
 
 class Gpu:
@@ -174,20 +175,21 @@ def trt():
 
 @pytest.fixture(scope="module")
 def logger(trt):
-    return trt.Logger(trt.Logger.WARNING)
+    """trtpipe's logger: TensorRT keeps the first builder's or runtime's logger for the whole process."""
+    from trtpipe.trt.builder import LOG
+
+    return LOG
 
 
 @pytest.fixture(scope="module")
 def creator(trt, logger):
-    """The plugin's creator, its library loaded the way the build stage loads plugin libraries."""
+    """The plugin's creator, its library loaded by the function the build stage loads plugin libraries with."""
     from trtpipe.fusions.registry import PLUGINS
+    from trtpipe.trt.builder import load_plugins
 
     plugin = PLUGINS["trtpipe_layernorm"]
-    registry = trt.get_plugin_registry()
-    path = built("libtrtpipe_layernorm_plugin.so")
-    if registry.get_plugin_creator(plugin.op, plugin.version, plugin.namespace) is None:
-        assert registry.load_library(str(path)) is not None, f"TensorRT could not load {path}"
-    return registry.get_plugin_creator(plugin.op, plugin.version, plugin.namespace)
+    load_plugins([built("libtrtpipe_layernorm_plugin.so")])
+    return trt.get_plugin_registry().get_plugin_creator(plugin.op, plugin.version, plugin.namespace)
 
 
 def test_creator_fields_and_serialization(trt, creator):

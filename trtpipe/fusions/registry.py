@@ -37,7 +37,8 @@ PLUGINS = {
     "LayerNorm": Plugin(
         "LayerNorm",
         note="TensorRT's built-in LayerNorm plugin (fields epsilon, axis; inputs x, gamma, beta), registered by "
-        "libnvinfer_plugin 8.5 and 8.6 (seen in the 8.6.0 wheel); on 8.6+ ONNX LayerNormalization imports natively"),
+        "libnvinfer_plugin 8.5 and 8.6 (seen in the 8.6.0 wheel); on 8.6+ ONNX LayerNormalization imports natively; "
+        "not used for rows of <= 32 values, which it normalizes with epsilon * n**2"),
     "trtpipe_layernorm": Plugin("TrtpipeLayerNorm", note="trtpipe's own plugin (plugins_src/layernorm)"),
 }
 

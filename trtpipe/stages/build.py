@@ -31,6 +31,7 @@ class Build(Stage, BuildOptions):
     def run(self, ctx: Context) -> Result:
         if ctx.target == "onnxruntime":
             return self.run_onnxruntime(ctx)
+        from trtpipe import data
         from trtpipe.trt import builder, config, layers, runtime
 
         options = self.model_copy(update={"plugins": [ctx.recipe.dir / p for p in self.plugins]})
@@ -47,7 +48,7 @@ class Build(Stage, BuildOptions):
         engine_path.write_bytes(built.plan)
         session = runtime.Session(runtime.deserialize(built.plan, options.plugins))
         try:
-            session.set_shapes({n: shapes[n][1] for n in session.input_names})
+            session.run(data.make_inputs(ctx.recipe, "opt"))  # see Session.describe
             rows = layers.table(session.describe(), known=built.onnx_plan)
             aux_streams = session.engine.num_aux_streams
         finally:

@@ -3,6 +3,7 @@ one optimization profile from the recipe's shapes, the timing cache reused, fail
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import time
@@ -29,14 +30,16 @@ FAILURE_HINTS = [
 
 
 class Log(trt.ILogger):
-    """TensorRT's messages above VERBOSE, kept so that failures can quote them, and passed to loguru's debug log."""
+    """TensorRT's messages above VERBOSE (all of them while `verbose`), kept so that failures can quote them, and
+    passed to loguru's debug log."""
 
     def __init__(self):
         trt.ILogger.__init__(self)
         self.lines: list[tuple[str, str]] = []
+        self.verbose = False
 
     def log(self, severity, msg):
-        if severity != trt.ILogger.VERBOSE:
+        if severity != trt.ILogger.VERBOSE or self.verbose:
             self.lines.append((severity.name, msg))
             logger.debug("TensorRT {}: {}", severity.name, msg)
 
@@ -75,6 +78,7 @@ def build(
     if options.fp32_nodes:
         model, pinned = precision.pin_fp32(model, options.fp32_nodes)
     types = precision.tensor_types(model)
+    onnx_plan = precision.plan(model, types)
     setup = config.setup(options, version, set(types.values()))
 
     builder = trt.Builder(LOG)
@@ -86,7 +90,7 @@ def build(
     if not parsed:
         LOG.write(log_path, mark)
         raise parse_failure(parser, model, log_path)
-    constrained = constrain_layers(network) if setup.constrain_layers else {}
+    constrained = constrain_layers(network, onnx_plan) if setup.constrain_layers else {}
     cfg = builder_config(builder, network, options, setup, shapes or static_shapes(model))
     cache_state = use_timing_cache(cfg, timing_cache)
     serialized = builder.build_serialized_network(network, cfg)
@@ -95,7 +99,7 @@ def build(
         raise build_failure(LOG.errors(mark), model, log_path)
     if timing_cache is not None:
         save_timing_cache(cfg, timing_cache)
-    plan, onnx_plan = bytes(serialized), precision.plan(model, types)
+    plan = bytes(serialized)
     return Built(
         plan,
         onnx_plan,
@@ -115,16 +119,47 @@ def build(
 
 
 def load_plugins(paths) -> None:
-    """TensorRT's own plugins, then each plugin library in `paths`, once per process."""
+    """TensorRT's own plugins, then each plugin library in `paths` (IPluginRegistry::loadLibrary), once per process:
+    loading a library twice fails on its already registered creators."""
     init_builtin_plugins()
-    for path in map(str, paths):
+    for path in (str(Path(p).resolve()) for p in paths):
         if path in _loaded_plugins:
             continue
         if not Path(path).is_file():
             raise StageError(f"plugin library {path} does not exist")
-        if trt.get_plugin_registry().load_library(path) is None:
-            raise StageError(f"TensorRT could not load the plugin library {path}", hint=" ".join(LOG.errors()[-1:]))
+        shared_runtime()  # the registry logs to the logger of TensorRT's first builder or runtime: LOG
+        mark, LOG.verbose = len(LOG.lines), True
+        try:
+            handle = trt.get_plugin_registry().load_library(path)
+        finally:
+            LOG.verbose = False
+        if handle is None:
+            raise StageError(f"TensorRT could not load the plugin library {path}", hint=load_failure(mark))
         _loaded_plugins.add(path)
+
+
+def load_failure(mark: int) -> str:
+    """What TensorRT said since `mark`, and a mismatch of its Python bindings and libnvinfer, which it cannot see."""
+    said = [f"[{severity}] {msg}" for severity, msg in LOG.lines[mark:]] or ["TensorRT logged nothing"]
+    bindings, library = ".".join(trt.__version__.split(".")[:3]), library_version()
+    if library not in (None, bindings):
+        said.append(
+            f"TensorRT's Python bindings are {bindings} but libnvinfer is {library}: their interfaces differ (from "
+            "8.6.0 to 8.6.1 IPluginRegistry's methods moved, so load_library calls another method); install the "
+            "bindings and libraries of one release"
+        )
+    return "; ".join(said)
+
+
+def library_version() -> str | None:
+    """The version of the libnvinfer in this process (getInferLibVersion: major * 1000 + minor * 100 + patch before
+    10.0, major * 10000 + ... since)."""
+    try:
+        number = ctypes.CDLL(f"libnvinfer.so.{trt.__version__.split('.')[0]}").getInferLibVersion()
+    except (OSError, AttributeError):
+        return None
+    base = 10000 if number >= 100000 else 1000
+    return f"{number // base}.{number % base // 100}.{number % 100}"
 
 
 @functools.cache
@@ -132,18 +167,29 @@ def init_builtin_plugins() -> None:
     trt.init_libnvinfer_plugins(LOG, "")
 
 
-def constrain_layers(network) -> dict[str, int]:
-    """Weak typing: each layer constrained to the type it computes in according to the parsed network's types (the
-    ONNX graph's types), by the rule of precision.compute_type. Returns the number of layers per type."""
+@functools.cache
+def shared_runtime() -> trt.Runtime:
+    """The process's one IRuntime (it must outlive the engines it deserializes)."""
+    return trt.Runtime(LOG)
+
+
+def constrain_layers(network, onnx_plan: dict[str, str]) -> dict[str, int]:
+    """Weak typing: each layer with float tensors constrained to the type its ONNX node computes in (the plan; the
+    parser names a layer after its node), a layer of no node to the type precision.compute_type gives for its
+    tensors. The plan comes from the ONNX graph because a weakly typed network's own tensor types need not be the
+    graph's ("Tensor DataType is determined at build time for tensors not marked as input or output", TensorRT 8.6).
+    Returns the number of layers per type."""
     done = Counter()
     for layer in (network.get_layer(i) for i in range(network.num_layers)):
         if layer.type.name in NO_PRECISION:
             continue
         outputs = [layer.get_output(k) for k in range(layer.num_outputs)]
         tensors = [layer.get_input(k) for k in range(layer.num_inputs)] + outputs
-        kind = precision.compute_type(TRT_TYPES.get(t.dtype.name) for t in tensors if t is not None)
-        if kind is None:
+        own = precision.compute_type(TRT_TYPES.get(t.dtype.name) for t in tensors if t is not None)
+        if own is None:
             continue
+        nodes = layers.onnx_nodes(layer.name, known=onnx_plan)
+        kind = onnx_plan[nodes[0]] if nodes else own
         dtype = getattr(trt.DataType, PLAN_TO_TRT[kind])
         layer.precision = dtype
         for k, out in enumerate(outputs):

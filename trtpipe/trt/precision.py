@@ -1,9 +1,9 @@
 """The precision plan of an ONNX graph: the float type each node computes in, read from the graph's types.
 
 A node computes in FP32 when any of its float tensors is FP32, else in the one low type its float tensors have;
-Casts, Constants and shape queries compute nothing. The weakly typed build constrains each TensorRT layer by the
-same rule (`compute_type`) on the parsed network's types, and a strongly typed network derives the same thing from
-the same types, so both give every node the same precision. `pin_fp32` moves named nodes to FP32 in the graph
+Casts, Constants and shape queries compute nothing. The weakly typed build constrains each TensorRT layer to its
+node's type in this plan (builder.constrain_layers), and a strongly typed network derives the same thing from the
+same types, so both give every node the same precision. `pin_fp32` moves named nodes to FP32 in the graph
 itself, so a pin means the same in both worlds.
 """
 

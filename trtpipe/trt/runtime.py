@@ -13,12 +13,11 @@ import tensorrt as trt
 
 from trtpipe.errors import StageError
 from trtpipe.trt import cuda
-from trtpipe.trt.builder import LOG, load_plugins
+from trtpipe.trt.builder import LOG, load_plugins, shared_runtime
 from trtpipe.trt.cuda import cudart
 
 NP_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "INT8": np.int8,
             "UINT8": np.uint8, "BOOL": np.bool_}
-_runtime = None
 
 
 def np_type(dtype):
@@ -30,11 +29,9 @@ def np_type(dtype):
 
 
 def deserialize(plan: bytes, plugins=()) -> trt.ICudaEngine:
-    global _runtime
     load_plugins(plugins)
-    _runtime = _runtime or trt.Runtime(LOG)  # the runtime must outlive its engines
     mark = len(LOG.lines)
-    engine = _runtime.deserialize_cuda_engine(plan)
+    engine = shared_runtime().deserialize_cuda_engine(plan)
     if engine is None:
         raise StageError("TensorRT could not load the engine", hint=" ".join(LOG.errors(mark)[-1:]) or None)
     return engine
@@ -57,6 +54,13 @@ class Session:
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        dynamic = any(-1 in tuple(engine.get_tensor_shape(n)) for n in self.input_names)
+        if dynamic and self.context.active_optimization_profile < 0:
+            raise StageError(
+                "another execution context holds this engine's optimization profile",
+                hint=f"TensorRT {trt.__version__} gives an optimization profile to one execution context at a time "
+                "(until 9.0): use one session per engine",
+            )
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: np.dtype(np_type(engine.get_tensor_dtype(n))) for n in names}
         self.cuda_graph = cuda_graph
@@ -78,11 +82,10 @@ class Session:
             self.buffers[name] = cuda.call(cudart.cudaMalloc, max(int(np.prod(shape)) * self.dtypes[name].itemsize, 1))
             self.context.set_tensor_address(name, self.buffers[name])
 
-    def set_shapes(self, shapes: dict[str, tuple[int, ...]], context=None) -> None:
-        context = context or self.context
+    def set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         for name in self.input_names:
             shape = tuple(shapes[name])
-            if tuple(context.get_tensor_shape(name)) != shape and not context.set_input_shape(name, shape):
+            if tuple(self.context.get_tensor_shape(name)) != shape and not self.context.set_input_shape(name, shape):
                 lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
                 raise StageError(
                     f"input '{name}' of shape {list(shape)} is outside the engine's profile {list(lo)}..{list(hi)}",
@@ -146,21 +149,22 @@ class Session:
         return np.array(times)
 
     def layer_times(self, feeds: dict[str, np.ndarray], iterations: int) -> dict[str, float]:
-        """Mean milliseconds per engine layer from TensorRT's IProfiler, on a second execution context: profiling
-        serializes the layers, so it stays out of the latency numbers."""
+        """Mean milliseconds per engine layer from TensorRT's IProfiler, on the session's own context (TensorRT 8.6
+        gives a second context of an engine with dynamic shapes no optimization profile while this one holds it).
+        The profiler serializes the layers and stays attached (TensorRT 8.6 refuses a null profiler), so take every
+        latency measurement before this."""
         self.run(feeds)
-        context, timer = self.engine.create_execution_context(), LayerTimer()
-        context.profiler = timer
-        self.set_shapes({n: tuple(self.context.get_tensor_shape(n)) for n in self.input_names}, context)
-        for name, address in self.buffers.items():
-            context.set_tensor_address(name, address)
+        timer = LayerTimer()
+        self.context.profiler = timer
         for _ in range(iterations):
-            context.execute_async_v3(int(self.stream))
+            self.enqueue()
             cuda.synchronize(self.stream)
         return {name: total / iterations for name, total in timer.ms.items()}
 
     def describe(self) -> dict:
-        """The engine inspector's JSON at the current input shapes."""
+        """The engine inspector's JSON at the current input shapes. Run the session at those shapes first: for an
+        engine with dynamic shapes TensorRT 8.6 reports every tensor's format and type as 'N/A due to dynamic
+        shapes' until the context has run."""
         inspector = self.engine.create_engine_inspector()
         inspector.execution_context = self.context
         # TensorRT 8.6 writes layer names and metadata into the JSON unescaped, newlines included

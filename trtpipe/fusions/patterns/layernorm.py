@@ -12,6 +12,7 @@ they stay as Mul/Add after the fused node). `match_layernorm` is shared with the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,10 @@ from trtpipe.fusions.registry import ONNX, PLUGIN_DOMAIN, PLUGINS, Fusion, Match
 if TYPE_CHECKING:
     import numpy as np
     import onnx_graphsurgeon as gs
+
+# TensorRT's LayerNorm plugin (8.5.3 source, 8.6.0 library) runs rows of at most this many values through a kernel
+# that scales x by 1/n before squaring it: it normalizes with epsilon * n**2 instead of epsilon.
+TRT_PLUGIN_SMALL_ROWS = 32
 
 
 @dataclass
@@ -165,6 +170,9 @@ def emit(graph: gs.Graph, m: LayerNormMatch, x: gs.Tensor, result: gs.Tensor, re
 def unsupported(m: LayerNormMatch, replacement: str) -> str | None:
     if replacement == "trtpipe_layernorm" and len(m.axes) > 1:
         return f"TrtpipeLayerNorm normalizes over the last axis only; this LayerNorm spans {len(m.axes)} axes"
+    if replacement == "LayerNorm" and (n := math.prod(m.shape)) <= TRT_PLUGIN_SMALL_ROWS:
+        return (f"TensorRT's LayerNorm plugin uses epsilon * n**2 for rows of n <= {TRT_PLUGIN_SMALL_ROWS} values "
+                f"(its small-row kernel); these rows have {n}")
     return None
 
 
