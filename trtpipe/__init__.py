@@ -5,6 +5,9 @@ Importing this package is cheap: torch, tensorrt, onnx and onnxruntime are impor
 
 __version__ = "0.1.0"
 
-from loguru import logger as _logger
-
-_logger.disable("trtpipe")  # a library stays quiet; the command line enables its logs (cli.setup_logging)
+try:
+    from loguru import logger as _logger
+except ImportError:  # a bare python (say, a GPU machine's own) importing trtpipe.models only
+    pass
+else:
+    _logger.disable("trtpipe")  # a library stays quiet; the command line enables its logs (cli.setup_logging)

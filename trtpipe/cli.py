@@ -1,4 +1,4 @@
-"""Command line: trtpipe run | plan | status | show | clean RECIPE.
+"""Command line: trtpipe run | plan | status | show | report | clean RECIPE.
 
 Exit codes: 0 ok, 1 a stage failed, 2 recipe or usage error.
 """
@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
     show.add_argument("stage")
     show.add_argument("--json", action="store_true", help='print {"outputs": {name: path}, "metrics": {...}}')
     show.set_defaults(command=cmd_show)
+    report = sub.add_parser("report", parents=[common], help="HTML report of the last run's results")
+    report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: build/<recipe>/report.html)")
+    report.set_defaults(command=cmd_report)
     sub.add_parser("clean", parents=[common], help="drop cached results no lock file uses").set_defaults(
         command=cmd_clean
     )
@@ -201,6 +204,18 @@ def cmd_show(args, err) -> int:
     for name, path in outputs.items():
         console.print(f"  output {name}: {path}")
     console.print(Pretty(entry["metrics"]))
+    return 0
+
+
+def cmd_report(args, err) -> int:
+    from trtpipe import report
+
+    runner = load_runner(args)
+    html = report.for_recipe(runner)
+    path = args.output or runner.build_dir / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html)
+    err.print(f"report: {path}", soft_wrap=True)
     return 0
 
 

@@ -1,5 +1,6 @@
-"""The lock file `<recipe dir>/<name>.lock.yaml`: per stage its key, params, input/output digests, environment and
-metrics from the last run. Rewritten atomically after every stage, so it always describes completed work."""
+"""The lock file `<recipe dir>/<name>.lock.yaml`: per stage its key, params, input/output digests, environment,
+metrics, the seconds it took when it ran, and whether the last run took it from the cache (`cached`). Rewritten
+atomically after every stage, so it always describes completed work."""
 
 from __future__ import annotations
 

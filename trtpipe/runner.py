@@ -213,7 +213,12 @@ class Runner:
         record = self.cached(sha256_json(material)) if material else None
         if record is not None:
             run = StageRun(
-                name, "cached", key=sha256_json(material), outputs=record["outputs"], metrics=record["metrics"]
+                name,
+                "cached",
+                key=sha256_json(material),
+                outputs=record["outputs"],
+                metrics=record["metrics"],
+                seconds=record.get("seconds", 0.0),
             )
             self.record_lock(name, stage, material, run)
         else:
@@ -285,6 +290,7 @@ class Runner:
         entry["outputs"] = {k: {**v, "path": str(self.build_dir / name / v["file"])} for k, v in run.outputs.items()}
         entry["metrics"] = run.metrics
         entry["seconds"] = round(run.seconds, 3)
+        entry["cached"] = run.status == "cached"
         self.lock = {n: self.lock[n] if n != name else entry for n in self.lock} | {name: entry}
         self.lock = {n: e for n, e in self.lock.items() if n in self.recipe.stages}
         lockfile.write(self.lock_path, self.recipe.name, self.lock)
