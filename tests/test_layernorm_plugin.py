@@ -183,13 +183,16 @@ def logger(trt):
 
 @pytest.fixture(scope="module")
 def creator(trt, logger):
-    """The plugin's creator, its library loaded by the function the build stage loads plugin libraries with."""
+    """The plugin's creator, registered by its library when trtpipe's loader (that of build, the TensorRT backend and
+    runtime.deserialize) loads it."""
     from trtpipe.fusions.registry import PLUGINS
     from trtpipe.trt.builder import load_plugins
 
     plugin = PLUGINS["trtpipe_layernorm"]
     load_plugins([built("libtrtpipe_layernorm_plugin.so")])
-    return trt.get_plugin_registry().get_plugin_creator(plugin.op, plugin.version, plugin.namespace)
+    creator = trt.get_plugin_registry().get_plugin_creator(plugin.op, plugin.version, plugin.namespace)
+    assert creator is not None, f"{plugin.op} version {plugin.version} is not registered"
+    return creator
 
 
 def test_creator_fields_and_serialization(trt, creator):

@@ -4,16 +4,15 @@
 // many values as x's last dimension; one float field `epsilon`; normalization over the last axis; the output has x's
 // shape and type. Tensors are linear FP32 or FP16, all three inputs of one type.
 //
-// The library is a TensorRT plugin library in the form IPluginRegistry::loadLibrary expects (Python:
-// trt.get_plugin_registry().load_library(path); trtexec: --dynamicPlugins): it exports setLoggerFinder and
-// getPluginCreators (TensorRT 8) or getCreators (TensorRT 10+), and registers nothing when merely dlopen-ed.
+// The library registers its creator with TensorRT's plugin registry when it is loaded (PluginRegistration below): the
+// convention of trtexec --plugins / --staticPlugins and polygraphy --plugins; trtpipe loads it with ctypes.CDLL. It
+// links libnvinfer (getPluginRegistry, getLogger), so it registers with the libnvinfer of the process that loads it.
 #pragma once
 
 #include "layernorm.h"
 
 #include <NvInferRuntime.h>
 
-#include <atomic>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -27,14 +26,7 @@ constexpr char const* kLayerNormVersion = "1";
 constexpr float kDefaultEpsilon = 1e-5F;
 constexpr int32_t kLayerNormInputs = 3;
 
-// Set by TensorRT through the exported setLoggerFinder when it loads the library.
-inline std::atomic<nvinfer1::ILoggerFinder*>& loggerFinder()
-{
-    static std::atomic<nvinfer1::ILoggerFinder*> finder{nullptr};
-    return finder;
-}
-
-// An error through TensorRT's logger, or on stderr before TensorRT has handed one over.
+// An error through TensorRT's global logger (its first builder's or runtime's), or on stderr while there is none.
 __attribute__((format(printf, 1, 2))) inline void logError(char const* format, ...)
 {
     char message[512];
@@ -43,13 +35,33 @@ __attribute__((format(printf, 1, 2))) inline void logError(char const* format, .
     va_start(args, format);
     std::vsnprintf(message + prefix, sizeof(message) - prefix, format, args);
     va_end(args);
-    nvinfer1::ILoggerFinder* const finder = loggerFinder().load();
-    nvinfer1::ILogger* const logger = finder != nullptr ? finder->findLogger() : nullptr;
+    nvinfer1::ILogger* const logger = getLogger();
     if (logger != nullptr)
         logger->log(nvinfer1::ILogger::Severity::kERROR, message);
     else
         std::fprintf(stderr, "%s\n", message);
 }
+
+// Registers a Creator with TensorRT's plugin registry, in the default namespace, when the library is loaded: one
+// object of this type at namespace scope. The registry keeps a reference to the creator, which lives as long as the
+// library.
+template <typename Creator>
+class PluginRegistration
+{
+public:
+    PluginRegistration()
+    {
+        if (!getPluginRegistry()->registerCreator(mCreator, ""))
+            logError("TensorRT's plugin registry refused the creator of %s version %s (one is registered already?)",
+                mCreator.getPluginName(), mCreator.getPluginVersion());
+    }
+
+    PluginRegistration(PluginRegistration const&) = delete;
+    PluginRegistration& operator=(PluginRegistration const&) = delete;
+
+private:
+    Creator mCreator;
+};
 
 inline nvinfer1::PluginFieldCollection const* layerNormFieldNames()
 {

@@ -180,18 +180,7 @@ private:
     std::string mNamespace;
 };
 
+PluginRegistration<LayerNormPluginCreator> const registration;
+
 } // namespace
 } // namespace trtpipe
-
-extern "C" TRTPIPE_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
-{
-    trtpipe::loggerFinder().store(finder);
-}
-
-extern "C" TRTPIPE_API nvinfer1::IPluginCreator* const* getPluginCreators(int32_t& nbCreators)
-{
-    static trtpipe::LayerNormPluginCreator creator;
-    static nvinfer1::IPluginCreator* const creators[]{&creator};
-    nbCreators = 1;
-    return creators;
-}

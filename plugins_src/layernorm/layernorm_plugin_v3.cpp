@@ -159,18 +159,7 @@ public:
     }
 };
 
+PluginRegistration<LayerNormPluginCreator> const registration;
+
 } // namespace
 } // namespace trtpipe
-
-extern "C" TRTPIPE_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
-{
-    trtpipe::loggerFinder().store(finder);
-}
-
-extern "C" TRTPIPE_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
-{
-    static trtpipe::LayerNormPluginCreator creator;
-    static nvinfer1::IPluginCreatorInterface* const creators[]{&creator};
-    nbCreators = 1;
-    return creators;
-}

@@ -27,6 +27,7 @@ FAILURE_HINTS = [
      "constraints: prefer, a larger workspace_mb, or FP32 for these nodes (fp32_nodes)"),
     ("profile", "the optimization profile comes from the recipe's inputs (shape, dims min/opt/max)"),
 ]
+LIBNVINFER = f"libnvinfer.so.{trt.__version__.split('.')[0]}"  # the soname plugin libraries for this TensorRT link
 
 
 class Log(trt.ILogger):
@@ -52,7 +53,6 @@ class Log(trt.ILogger):
 
 
 LOG = Log()  # one logger for every builder and runtime: TensorRT keeps the first one as its global logger
-_loaded_plugins: set[str] = set()
 
 
 @dataclass
@@ -119,47 +119,50 @@ def build(
 
 
 def load_plugins(paths) -> None:
-    """TensorRT's own plugins, then each plugin library in `paths` (IPluginRegistry::loadLibrary), once per process:
-    loading a library twice fails on its already registered creators."""
+    """TensorRT's own plugins, then each plugin library in `paths` not loaded yet. A plugin library registers its
+    creators with TensorRT's registry when it is loaded (REGISTER_TENSORRT_PLUGIN: what polygraphy --plugins and
+    trtexec --plugins load), so loading one is a dlopen, checked for new creators."""
     init_builtin_plugins()
-    for path in (str(Path(p).resolve()) for p in paths):
-        if path in _loaded_plugins:
-            continue
-        if not Path(path).is_file():
+    for path in (Path(p).resolve() for p in paths):  # a name without a slash would be searched for
+        if not path.is_file():
             raise StageError(f"plugin library {path} does not exist")
-        shared_runtime()  # the registry logs to the logger of TensorRT's first builder or runtime: LOG
-        mark, LOG.verbose = len(LOG.lines), True
-        try:
-            handle = trt.get_plugin_registry().load_library(path)
-        finally:
-            LOG.verbose = False
-        if handle is None:
-            raise StageError(f"TensorRT could not load the plugin library {path}", hint=load_failure(mark))
-        _loaded_plugins.add(path)
+        if not loaded(path):
+            load_plugin(path)
 
 
-def load_failure(mark: int) -> str:
-    """What TensorRT said since `mark`, and a mismatch of its Python bindings and libnvinfer, which it cannot see."""
-    said = [f"[{severity}] {msg}" for severity, msg in LOG.lines[mark:]] or ["TensorRT logged nothing"]
-    bindings, library = ".".join(trt.__version__.split(".")[:3]), library_version()
-    if library not in (None, bindings):
-        said.append(
-            f"TensorRT's Python bindings are {bindings} but libnvinfer is {library}: their interfaces differ (from "
-            "8.6.0 to 8.6.1 IPluginRegistry's methods moved, so load_library calls another method); install the "
-            "bindings and libraries of one release"
-        )
-    return "; ".join(said)
-
-
-def library_version() -> str | None:
-    """The version of the libnvinfer in this process (getInferLibVersion: major * 1000 + minor * 100 + patch before
-    10.0, major * 10000 + ... since)."""
+def loaded(path: Path) -> bool:
+    """Whether this process has loaded the library already (by any path), and so has run its registration."""
     try:
-        number = ctypes.CDLL(f"libnvinfer.so.{trt.__version__.split('.')[0]}").getInferLibVersion()
-    except (OSError, AttributeError):
-        return None
-    base = 10000 if number >= 100000 else 1000
-    return f"{number // base}.{number % base // 100}.{number % 100}"
+        ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD)
+    except OSError:
+        return False
+    return True
+
+
+def load_plugin(path: Path) -> None:
+    shared_runtime()  # the registry logs to the logger of TensorRT's first builder or runtime: LOG
+    before, mark, LOG.verbose = creator_count(), len(LOG.lines), True
+    try:
+        ctypes.CDLL(str(path))
+    except OSError as e:
+        raise StageError(f"could not load the plugin library {path}: {e}",
+                         hint=f"TensorRT {trt.__version__}'s plugin libraries link {LIBNVINFER}; what the library "
+                         "links must be found (LD_LIBRARY_PATH)") from None
+    finally:
+        LOG.verbose = False
+    if creator_count() == before:
+        said = "; ".join(f"[{severity}] {msg}" for severity, msg in LOG.lines[mark:]) or "nothing"
+        raise StageError(f"the plugin library {path} registered no plugin creator; TensorRT said: {said}",
+                         hint="a plugin library registers its creators when it is loaded (REGISTER_TENSORRT_PLUGIN; "
+                         "one made only for IPluginRegistry::loadLibrary or trtexec --dynamicPlugins registers "
+                         f"nothing) with the process's TensorRT ({LIBNVINFER}), once per name and version")
+
+
+def creator_count() -> int:
+    """The number of creators in TensorRT's plugin registry (TensorRT 10 lists IPluginV3 creators only in
+    all_creators)."""
+    registry = trt.get_plugin_registry()
+    return len(registry.all_creators if hasattr(registry, "all_creators") else registry.plugin_creator_list)
 
 
 @functools.cache
