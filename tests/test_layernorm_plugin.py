@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 pytestmark = pytest.mark.gpu
@@ -225,27 +226,17 @@ def plugin_model(dtype, cols: int, eps: float, rng) -> tuple[bytes, np.ndarray, 
     return model.SerializeToString(), gamma, beta
 
 
-def build_engine(trt, logger, model: bytes, fp16: bool):
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse(model), [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    profile = builder.create_optimization_profile()
-    cols = network.get_input(0).shape[-1]
-    profile.set_shape("x", (1, 5, cols), (4, 5, cols), (8, 5, cols))
-    config.add_optimization_profile(profile)
-    if fp16:  # pin the plugin to FP16 so that the FP16 kernels are the ones under test
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        layer = next(network.get_layer(i) for i in range(network.num_layers)
-                     if network.get_layer(i).type == trt.LayerType.PLUGIN_V2)
-        layer.precision = trt.float16
-        layer.set_output_type(0, trt.float16)
-    plan = builder.build_serialized_network(network, config)
-    assert plan is not None, "engine build failed"
-    runtime = trt.Runtime(logger)
+def build_engine(trt, model: bytes, tmp_path):
+    """The engine trtpipe's builder makes of the model: the graph's dtype is the plugin's precision."""
+    from trtpipe.trt import builder
+    from trtpipe.trt.config import BuildOptions
+
+    path = tmp_path / "layernorm.onnx"
+    path.write_bytes(model)
+    cols = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[-1].dim_value
+    shapes = {"x": ((1, 5, cols), (4, 5, cols), (8, 5, cols))}
+    plan = builder.build(path, BuildOptions(plugins=[built("libtrtpipe_layernorm_plugin.so")]), shapes).plan
+    runtime = trt.Runtime(builder.LOG)
     return runtime, runtime.deserialize_cuda_engine(plan)
 
 
@@ -257,10 +248,10 @@ def plugin_layer_info(trt, engine) -> dict:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_trt_plugin_from_onnx_matches_numpy(gpu, trt, logger, creator, dtype):
+def test_trt_plugin_from_onnx_matches_numpy(gpu, trt, creator, dtype, tmp_path):
     rng = np.random.default_rng(np.dtype(dtype).itemsize)
     model, gamma, beta = plugin_model(dtype, 96, 1e-3, rng)
-    runtime, engine = build_engine(trt, logger, model, fp16=dtype == np.float16)
+    runtime, engine = build_engine(trt, model, tmp_path)
     assert ("FP16" if dtype == np.float16 else "FP32") in json.dumps(plugin_layer_info(trt, engine)["Inputs"][0])
 
     context = engine.create_execution_context()

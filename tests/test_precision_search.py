@@ -89,6 +89,32 @@ class StopAfter:
         return OnnxRuntime().load(path, **options)
 
 
+class RefusesMixedGates:
+    """ONNX Runtime, except that a candidate whose Sigmoid gate was left low precision "fails to build", as
+    TensorRT does when it finds no kernel for a region with mixed precision constraints."""
+
+    name = "onnxruntime"
+
+    def env(self):
+        return OnnxRuntime().env()
+
+    def load(self, path, **options):
+        model = onnx.load(str(path))
+        gate = next(n for n in model.graph.node if n.name == "/gate/Sigmoid")
+        if gate.output[0] != "z":  # z_fp16: the gate runs in float16
+            raise StageError("Could not find any implementation for node /gate/Sigmoid")
+        return OnnxRuntime().load(path, **options)
+
+
+def test_candidates_that_fail_to_build_count_as_not_met(tmp_path):
+    evaluate = evaluator(tmp_path, RefusesMixedGates())
+    failed = evaluate([])
+    assert not failed.met
+    assert failed.violations == {"build": ["Could not find any implementation for node /gate/Sigmoid"]}
+    result = search(evaluate, ranked())
+    assert result.evaluation.met and set(result.fp32) == {"/big/MatMul", "/gate/Sigmoid"}
+
+
 def test_interrupted_search_resumes_without_evaluating_anything_twice(tmp_path):
     ranking = ranked("reversed")  # the longest search: every node added, then removed again
     whole = search(evaluator(tmp_path / "whole"), ranking)

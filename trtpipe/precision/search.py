@@ -85,10 +85,15 @@ class Evaluator:
         path.write_bytes((emulate(conversion.model) if self.emulate else conversion.model).SerializeToString())
         try:
             outputs = self.backend.load(path).run(input_dtypes(conversion.model, self.feeds))
+        except StageError as e:  # e.g. TensorRT finds no kernel for a region with mixed precision constraints
+            outputs, failure = None, e.message
         finally:
             path.unlink()
-        with np.errstate(invalid="ignore", over="ignore"):  # overflowing candidates are expected
-            stats, violations = check_budgets(outputs, self.refs, self.budgets)
+        if outputs is None:
+            stats, violations = {}, {"build": [failure]}
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):  # overflowing candidates are expected
+                stats, violations = check_budgets(outputs, self.refs, self.budgets)
         result = Evaluation(fp32, not violations, violations, stats, conversion.casts, time.perf_counter() - start)
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(result), default=float))

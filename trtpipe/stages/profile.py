@@ -124,6 +124,7 @@ def metrics(report: dict) -> dict:
 def print_report(name: str, report: dict, top: int) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("mode", "mean ms", "median", "p90", "p95", "p99", "per s", title=f"{name}: latency")
     for mode, s in report["latency"].items():
@@ -132,13 +133,14 @@ def print_report(name: str, report: dict, top: int) -> None:
     console = Console()
     console.print(table)
     if report.get("cuda_graph_fallback"):
-        console.print(f"CUDA graph capture failed, plain enqueue only: {report['cuda_graph_fallback']}")
+        console.print(f"CUDA graph capture failed, plain enqueue only: {report['cuda_graph_fallback']}", markup=False)
     rows = [r for r in report.get("layers", []) if "time_ms" in r][:top]
     if rows:
         layer_table = Table("layer", "type", "precision", "ms", "ONNX nodes", title=f"{name}: slowest layers")
         for r in rows:
             nodes = ", ".join(r["onnx_nodes"][:2]) + (" ..." if len(r["onnx_nodes"]) > 2 else "")
-            layer_table.add_row(r["name"][:60], r["type"], r["precision"] or "-", f"{r['time_ms']:.4f}", nodes)
+            cells = (r["name"][:60], r["type"], r["precision"] or "-", f"{r['time_ms']:.4f}", nodes)
+            layer_table.add_row(*(Text(c) for c in cells))  # layer names hold brackets: no markup
         console.print(layer_table)
         console.print(f"reformat layers: {report['reformat_layers']}, layers per precision: "
-                      f"{report['layers_per_precision']}")
+                      f"{report['layers_per_precision']}", markup=False)
