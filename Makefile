@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: install test test-gpu demo lint plugins dab-detr clean
+.PHONY: install test test-gpu demo lint plugins dab-detr gpu-wheels clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,26 @@ demo:
 
 plugins:
 	$(MAKE) -f plugins_src/layernorm/Makefile
+
+# DAB-DETR R50 end to end (issue 7): TensorRT on a GPU; TARGET=onnxruntime runs it on a CPU
+TARGET ?= tensorrt
+dab-detr:
+	$(BIN)/trtpipe run recipes/dab_detr.yaml --target $(TARGET)
+
+# What the GPU image's python3 (torch, onnx, onnxruntime, numpy) lacks to run trtpipe's export stage, as wheels in
+# $(WHEELS)/ for bench/gpu_session.sh to carry and install there (see bench/dab_detr.py).
+WHEELS ?= .whl
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 \
+	typing-extensions==4.16.0 loguru==0.7.3 pyyaml==6.0.3 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
+	pygments==2.21.0
+
+gpu-wheels:
+	rm -rf $(WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d $(WHEELS) $(GPU_WHEELS)
+	@du -sh $(WHEELS)
 
 lint:
 	$(BIN)/ruff check trtpipe tests bench

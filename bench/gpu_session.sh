@@ -3,10 +3,23 @@
 # Run from the project root on the GPU machine after the bundle parts are in /opt/trtparts (see README, "GPU").
 #   bash bench/gpu_session.sh tests        GPU tests (bundle python, TensorRT 8.6) + LayerNorm kernel benchmark
 #   bash bench/gpu_session.sh dab-tiny     DAB-DETR tiny: TensorRT FP32 / naive FP16 / trtpipe recipe on the GPU
+#   bash bench/gpu_session.sh dab-bench SIZE STEP...
+#       steps of bench/dab_detr.py (issue 7) for DAB-DETR SIZE (r50; tiny runs on TensorRT); carry .whl (make
+#       gpu-wheels). R50 in consecutive calls of at most 10 minutes each: `dab-bench r50 export torch`, then `trt_fp32`,
+#       `trt_fp16_naive`, `trtpipe` (call it again if it runs out of time: it resumes) and `report`. Each call leaves
+#       its log, the lock file and the results so far (dab_detr_<gpu>_<date>.json) in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 bundle() { bash /opt/trtparts/install.sh >/dev/null && . /opt/trt/env.sh; }
+# The image's python3 (torch, CUDA) with the wheels from .whl/ in /tmp/site, as a command that leaves the bundle's
+# environment behind: call before `bundle`.
+torch_python() {
+  [ -d /tmp/site/pydantic ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || return 1
+  printf '#!/bin/sh\nexec env -u PYTHONHOME PYTHONPATH=/tmp/site:%s LD_LIBRARY_PATH=%s %s "$@"\n' \
+    "$PWD" "${LD_LIBRARY_PATH:-}" "$(command -v python3)" > /tmp/torch-python && chmod +x /tmp/torch-python
+}
 
 case "${1:-tests}" in
 tests)
@@ -25,5 +38,13 @@ dab-tiny)
      python -m trtpipe run bench/gpu/$r.yaml --cache-dir /tmp/cache 2>&1 | tee -a "$OUT/dab_tiny.txt"
      cp bench/gpu/$r.lock.yaml "$OUT/"
    done)
+  ;;
+dab-bench)
+  size=${2:?dab-bench SIZE STEP...}; shift 2
+  recipe=$([ "$size" = r50 ] && echo dab_detr || echo dab_detr_tiny)
+  torch_python || { echo "cannot install .whl/ for the image's python3: carry .whl (make gpu-wheels)"; exit 1; }
+  (bundle && python bench/dab_detr.py --size "$size" --target tensorrt --step "$@" --torch-python /tmp/torch-python \
+     --cache-dir /tmp/cache --results-dir "$OUT" 2>&1 | tee -a "$OUT/dab_$size.txt")
+  cp "recipes/$recipe.lock.yaml" "build/$recipe/bench_torch.json" "build/$recipe/report/report.html" "$OUT/" 2>/dev/null
   ;;
 esac

@@ -81,6 +81,6 @@ def test_dab_detr_recipes(name, size):
 
     r = recipe.load(Path(__file__).parent.parent / "recipes" / f"{name}.yaml")
     assert r.model.factory == "trtpipe.models.dab_detr:build" and r.model.kwargs["size"] == size
-    assert tuple(r.inputs["pixel_values"].shape) == dab_detr.INPUT_SHAPES[size]
+    assert r.inputs["pixel_values"].resolve("opt") == dab_detr.INPUT_SHAPES[size]
     assert list(r.stages)[:4] == ["export", "simplify", "fold-constants", "fuse-plugins"]
-    assert all(r.stage(n).kind == n for n in r.stages) and r.stage("export").opset == 16
+    assert all(r.stage(n).kind == n for n in list(r.stages)[:4]) and r.stage("export").opset == 16
