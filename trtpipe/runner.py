@@ -101,9 +101,11 @@ class Runner:
 
     def cached(self, key: str) -> dict | None:
         record = self.store.get_run(key)
-        if record and all(self.store.intact(o["digest"]) for o in record["outputs"].values()):
-            return record
-        return None
+        return record if record and self.intact(record) else None
+
+    def intact(self, record: dict) -> bool:
+        """Every output a run record or lock entry names is in the store with the bytes it had."""
+        return all(self.store.intact(o["digest"]) for o in record["outputs"].values())
 
     def why(self, name: str, material: dict[str, Any] | None, key: str | None) -> str:
         """Why a stage must run, compared with the lock file's record of its last run."""
@@ -237,9 +239,7 @@ class Runner:
     def locked(self, name: str) -> dict | None:
         """The lock file's entry for a stage, when the outputs it records are intact in the store."""
         entry = self.lock.get(name)
-        if entry and all(self.store.intact(o["digest"]) for o in entry["outputs"].values()):
-            return entry
-        return None
+        return entry if entry and self.intact(entry) else None
 
     def execute(self, name: str, stage: Stage, run: StageRun, done: dict[str, StageRun], report) -> None:
         inputs = {slot: self.output_path(*ref.split(".", 1), done) for slot, ref in stage.refs().items()}
