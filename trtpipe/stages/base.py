@@ -54,7 +54,12 @@ class Stage(BaseModel):
         return self.model_dump(mode="json", exclude={"uses", "after", *self.inputs})
 
     def env(self, recipe: Recipe) -> dict[str, Any]:
-        return {}
+        """A stage that reads the target depends on its backend: library version and device."""
+        if "target" not in self.recipe_fields:
+            return {}
+        from trtpipe.backends import get_backend
+
+        return get_backend(recipe.target).env()
 
     def key_files(self, recipe: Recipe) -> dict[str, Path]:
         """Files outside the store whose content the result depends on."""

@@ -22,9 +22,6 @@ class Build(Stage, BuildOptions):
     recipe_fields = ("inputs", "target")
     model: Ref | None = None
 
-    def env(self, recipe) -> dict:
-        return target_env(recipe.target)
-
     def key_files(self, recipe) -> dict[str, Path]:
         return super().key_files(recipe) | {f"plugin:{p}": recipe.dir / p for p in self.plugins}
 
@@ -41,7 +38,7 @@ class Build(Stage, BuildOptions):
             ctx.inputs["model"],
             options,
             shapes,
-            timing_cache=config.timing_cache_path(ctx.cache_dir, target_env("tensorrt")),
+            timing_cache=config.timing_cache_path(ctx.cache_dir, self.env(ctx.recipe)),
             log_path=ctx.scratch / "tensorrt.log",
         )
         engine_path = ctx.out("model.engine")
@@ -81,14 +78,6 @@ class Build(Stage, BuildOptions):
         layers_path = ctx.out("layers.json")
         layers_path.write_text(json.dumps({"layers": rows}, indent=1))
         return Result({"engine": engine_path, "layers": layers_path}, onnxio.before_after(before, after))
-
-
-def target_env(target: str) -> dict:
-    """What results on `target` depend on: ONNX Runtime's version and the CPU architecture, or TensorRT's version,
-    the GPU and its compute capability (so an engine cache hit needs the same TensorRT and GPU)."""
-    from trtpipe.backends import get_backend
-
-    return get_backend(target).env()
 
 
 def engine_plugins(recipe, engine_ref: str) -> list[Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from trtpipe.errors import StageError
 from trtpipe.metrics import Budget
 from trtpipe.stages.base import Context, Ref, Result, Stage, register
-from trtpipe.stages.build import engine_plugins, open_engine, target_env
+from trtpipe.stages.build import engine_plugins, open_engine
 
 
 @register
@@ -27,9 +27,6 @@ class Compare(Stage):
     engine: Ref
     reference: Ref
     tolerances: dict[str, Budget] = {}
-
-    def env(self, recipe) -> dict:
-        return target_env(recipe.target)
 
     def key_files(self, recipe) -> dict[str, Path]:
         plugins = engine_plugins(recipe, self.engine) + engine_plugins(recipe, self.reference)

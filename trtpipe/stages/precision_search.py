@@ -38,11 +38,6 @@ class PrecisionSearch(Stage):
     chunk: int = Field(64, ge=1)
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds
 
-    def env(self, recipe) -> dict:
-        from trtpipe.backends import get_backend
-
-        return get_backend(recipe.target).env()
-
     def run(self, ctx: Context) -> Result:
         import json
 

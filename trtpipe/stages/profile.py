@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from trtpipe.stages.base import Context, Ref, Result, Stage, register
-from trtpipe.stages.build import engine_plugins, open_engine, target_env
+from trtpipe.stages.build import engine_plugins, open_engine
 
 
 @register
@@ -31,9 +31,6 @@ class Profile(Stage):
     cuda_graph: bool = True
     layer_iterations: int = Field(20, ge=0)  # 0: no per-layer times
     top: int = Field(10, ge=0)  # layers in the printed table
-
-    def env(self, recipe) -> dict:
-        return target_env(recipe.target)
 
     def key_files(self, recipe) -> dict[str, Path]:
         plugins = engine_plugins(recipe, self.engine)
