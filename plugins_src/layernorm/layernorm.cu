@@ -19,13 +19,10 @@ namespace
 constexpr int kWarpSize = 32;
 constexpr int kMaxBlockThreads = 1024;
 // Register kernel: packs (of at most 16 bytes) per thread; threads per block, or per row where a row takes more; most
-// threads per row (so rows of up to 1024 packs, 16 KiB of full packs); warps per SM that ptxas must fit. With the next
-// row's 4 packs per thread in flight, 24 warps keep 48 KiB of loads in flight per SM: FP16 kernels, whose values take
-// twice their bytes in registers once converted, need up to 80 registers; FP32 kernels fit 32 warps.
+// threads per row (so rows of up to 1024 packs, 16 KiB of full packs).
 constexpr int kPacks = 4;
 constexpr int kRowsBlockThreads = 128;
 constexpr int kMaxRowThreads = 256;
-constexpr int kRowsMinWarpsPerSm = 24;
 constexpr int kUncachedBlockThreads = 512;
 constexpr size_t kDefaultSharedMemory = 48 * 1024;
 
@@ -123,13 +120,23 @@ constexpr int rowsBlockThreads()
     return G > kRowsBlockThreads ? G : kRowsBlockThreads;
 }
 
+// Warps per SM that ptxas must fit, a full SM's 32 where that takes no spills: with the next row's packs in flight,
+// 32 warps of 4 packs a thread keep 64 KiB of loads in flight per SM. FP16 values take twice their bytes in registers
+// once converted: at 4 packs a thread those kernels need up to 80 registers, 24 warps.
+template <typename T, int N>
+constexpr int rowsMinWarps()
+{
+    return sizeof(T) == 2 && N == kPacks ? 24 : 32;
+}
+
 // A group of G threads normalizes a row of at most G * N packs, each thread holding N packs of P values in registers;
 // pack j of a thread starts at column (j * G + lane) * P, so the group's accesses are coalesced. The groups walk the
 // rows with the whole grid as stride, each thread loading its packs of the next row before it works on the current
 // one, so that loads stay in flight while it computes.
 template <typename T, int P, int N, int G, int BLOCK = rowsBlockThreads<G>()>
-__global__ void __launch_bounds__(BLOCK, kRowsMinWarpsPerSm * kWarpSize / BLOCK) layerNormRows(T const* __restrict__ x,
-    T const* __restrict__ gamma, T const* __restrict__ beta, T* __restrict__ y, int64_t rows, int cols, float eps)
+__global__ void __launch_bounds__(BLOCK, rowsMinWarps<T, N>() * kWarpSize / BLOCK)
+    layerNormRows(T const* __restrict__ x, T const* __restrict__ gamma, T const* __restrict__ beta, T* __restrict__ y,
+        int64_t rows, int cols, float eps)
 {
     using V = Pack<T, P>;
     constexpr int kGroups = BLOCK / G;
@@ -274,18 +281,10 @@ cudaError_t launch(Kernel<T> kernel, unsigned blocks, int threads, size_t shared
     return cudaGetLastError();
 }
 
-// A row of at most kMaxRowThreads * kPacks packs: the packs per thread grow to kPacks, then the threads per row, until
-// the group covers the row. The grid is the blocks that fit on the device at once, or fewer when the rows are few.
+// The grid: the blocks that fit on the device at once, or fewer when the rows are few.
 template <typename T, int P, int N, int G>
-cudaError_t launchRegisterRows(Args<T> const& a, cudaStream_t stream)
+cudaError_t launchRows(Args<T> const& a, cudaStream_t stream)
 {
-    if (a.cols > G * N * P)
-    {
-        if constexpr (N < kPacks)
-            return launchRegisterRows<T, P, 2 * N, G>(a, stream);
-        else if constexpr (G < kMaxRowThreads)
-            return launchRegisterRows<T, P, N, 2 * G>(a, stream);
-    }
     constexpr int threads = rowsBlockThreads<G>();
     Kernel<T> const kernel = layerNormRows<T, P, N, G>;
     int device = 0;
@@ -297,6 +296,26 @@ cudaError_t launchRegisterRows(Args<T> const& a, cudaStream_t stream)
     int64_t const rowBlocks = (a.rows + threads / G - 1) / (threads / G);
     unsigned const blocks = static_cast<unsigned>(std::min(rowBlocks, int64_t{sms} * blocksPerSm));
     return launch<T>(kernel, blocks, threads, 0, a, stream);
+}
+
+// A row of at most kMaxRowThreads * kPacks packs: the packs per thread grow to kPacks, then the threads per row, until
+// the group covers the row.
+template <typename T, int P, int N, int G>
+cudaError_t launchRegisterRows(Args<T> const& a, cudaStream_t stream)
+{
+    if (a.cols > G * N * P)
+    {
+        if constexpr (N < kPacks)
+            return launchRegisterRows<T, P, 2 * N, G>(a, stream);
+        else if constexpr (G < kMaxRowThreads)
+            return launchRegisterRows<T, P, N, 2 * G>(a, stream);
+    }
+    if constexpr (N == kPacks)
+    {
+        if (a.cols <= G * (kPacks - 1) * P) // rows of 3 * 2^k packs: no thread holds an empty pack
+            return launchRows<T, P, kPacks - 1, G>(a, stream);
+    }
+    return launchRows<T, P, N, G>(a, stream);
 }
 
 // Block size for the cached block kernel: the most resident warps per multiprocessor, the smallest block on a tie
