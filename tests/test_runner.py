@@ -157,6 +157,18 @@ def test_stages_outside_the_selection_fall_back_to_the_lock_file(chain, capsys, 
     assert "b ran" in err
 
 
+def test_two_processes_running_stages_of_one_recipe_lose_no_lock_entry(workspace):
+    from trtpipe import recipe
+    from trtpipe.runner import Runner, Selection
+
+    path = workspace(CHAIN)
+    first, second = (Runner(recipe.load(path), build_dir=workspace.dir / "build") for _ in range(2))
+    second.run(Selection(until="b"))
+    first.run(Selection(until="a"))  # its lock, read before the other's run, had no b
+    lock = yaml.safe_load((workspace.dir / "tiny.lock.yaml").read_text())["stages"]
+    assert list(lock) == ["source", "a", "b"]
+
+
 def test_from_and_force(chain, capsys):
     assert run(chain, "--from", "b", "--force") == 0
     assert statuses(capsys) == {"source": "cached", "a": "cached", "b": "ran", "c": "ran"}

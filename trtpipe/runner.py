@@ -291,8 +291,9 @@ class Runner:
         entry["metrics"] = run.metrics
         entry["seconds"] = round(run.seconds, 3)
         entry["cached"] = run.status == "cached"
-        self.lock = {n: self.lock[n] if n != name else entry for n in self.lock} | {name: entry}
-        self.lock = {n: e for n, e in self.lock.items() if n in self.recipe.stages}
+        # read again: another process running stages of this recipe may have recorded some since
+        lock = lockfile.read(self.lock_path) | {name: entry}
+        self.lock = {n: e for n, e in lock.items() if n in self.recipe.stages}
         lockfile.write(self.lock_path, self.recipe.name, self.lock)
 
     def clean(self) -> tuple[int, int]:
