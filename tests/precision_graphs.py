@@ -130,3 +130,31 @@ def planted_overflow() -> onnx.ModelProto:
     ]
     inits = {"W1": weights(16, 16, scale=1.0), "Wbig": np.full((16, 16), 3e4, np.float32), "W2": weights(16, 16)}
     return make(nodes, {"x": (F, [4, 16])}, {"y": (F, [4, 16]), "z": (F, [4, 16])}, inits)
+
+
+def box_refinement(layers: int = 6) -> onnx.ModelProto:
+    """DAB-DETR's box path in small: anchor boxes sigmoid(anchors) (learned), refined in every layer by
+    sigmoid(h Wd + inverse_sigmoid(boxes)) where h = relu(x Wh); logits = h Wc + b from the last layer."""
+    rng = np.random.default_rng(3)
+
+    def w(*shape, scale=0.3):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    nodes = [node("Sigmoid", ["anchors"], ["box0"], "/ref/Sigmoid")]
+    inits = {"anchors": w(300, 4, scale=1.0), "one": np.array(1, np.float32), "Wc": w(32, 8), "b": w(8)}
+    for i in range(layers):
+        p, box, new = f"/layer{i}/", f"box{i}", f"box{i + 1}" if i < layers - 1 else "boxes"
+        nodes += [
+            node("MatMul", ["x", f"Wh{i}"], [f"a{i}"], p + "fc/MatMul"),
+            node("Relu", [f"a{i}"], [f"h{i}"], p + "Relu"),
+            node("MatMul", [f"h{i}", f"Wd{i}"], [f"d{i}"], p + "delta/MatMul"),
+            node("Sub", ["one", box], [f"s{i}"], p + "Sub"),
+            node("Div", [box, f"s{i}"], [f"q{i}"], p + "Div"),
+            node("Log", [f"q{i}"], [f"l{i}"], p + "Log"),
+            node("Add", [f"d{i}", f"l{i}"], [f"z{i}"], p + "Add"),
+            node("Sigmoid", [f"z{i}"], [new], p + "Sigmoid"),
+        ]
+        inits |= {f"Wh{i}": w(32, 32), f"Wd{i}": w(32, 4, scale=0.01)}
+    nodes += [node("MatMul", [f"h{layers - 1}", "Wc"], ["c"], "/cls/MatMul")]
+    nodes += [node("Add", ["c", "b"], ["logits"], "/cls/Add")]
+    return make(nodes, {"x": (F, [300, 32])}, {"logits": (F, [300, 8]), "boxes": (F, [300, 4])}, inits)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.precision_graphs import (
     F,
+    box_refinement,
     cast_problems,
     casts,
     hygiene_feeds,
@@ -21,8 +22,8 @@ from tests.precision_graphs import (
 )
 from trtpipe.errors import StageError
 from trtpipe.precision.baselines import onnxconverter_common, problem
-from trtpipe.precision.convert import analyze, convert, node_precisions
-from trtpipe.precision.rules import Rules, choose_fp32
+from trtpipe.precision.convert import analyze, convert, node_precisions, prepare
+from trtpipe.precision.rules import Rules, choose_fp32, output_tail
 
 HYGIENE_SETS = [
     [],
@@ -268,6 +269,13 @@ def test_activation_threshold_marks_writer_and_readers():
     assert set(chosen) == {"/big/MatMul"}
     assert chosen["/big/MatMul"].startswith("activation:y max|x|")
     assert choose_fp32(planted_overflow(), rules.model_copy(update={"activation_max": None}), "float16") == {}
+
+
+def test_output_tail_rule():
+    model = box_refinement(layers=2)
+    rules = Rules(fragile_ops=[], norm_divisors=False, initializer_range=False, output_tails=["boxes"])
+    chosen = choose_fp32(model, rules, "float16")
+    assert chosen == dict.fromkeys(output_tail(prepare(model), ["boxes"]), "output-tail:boxes")
 
 
 def test_bfloat16_range_rules_do_not_fire():

@@ -6,20 +6,21 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.precision_graphs import planted_overflow, run
+from tests.precision_graphs import box_refinement, planted_overflow, run
 from trtpipe.backends.onnxruntime import OnnxRuntime
 from trtpipe.data import save_reference
 from trtpipe.errors import StageError
 from trtpipe.metrics import Budget
 from trtpipe.precision import sensitivity
-from trtpipe.precision.convert import analyze
+from trtpipe.precision.convert import analyze, prepare
+from trtpipe.precision.rules import output_tail, tail_pins
 from trtpipe.precision.search import Evaluator, ddmin, greedy, search
 
 FEEDS = {"x": np.random.default_rng(2).uniform(-1, 1, (4, 16)).astype(np.float32)}
 BUDGET = {"y": Budget(mean_rel=1e-2), "z": Budget(mean_abs=1e-2)}
 
 
-def evaluator(scratch, backend=None, budget=BUDGET, pins=()):
+def evaluator(scratch, backend=None, budget=BUDGET, pins=None):
     model = planted_overflow()
     backend = backend or OnnxRuntime()
     return Evaluator(model, FEEDS, run(model, FEEDS), budget, backend, scratch, pins=pins, emulate=True)
@@ -56,7 +57,7 @@ def test_planted_overflow_ends_fp32_and_nothing_else(tmp_path, order):
 
 
 def test_pins_stay_fp32(tmp_path):
-    result = search(evaluator(tmp_path, pins=["/gate/Sigmoid"]), ranked())
+    result = search(evaluator(tmp_path, pins={"/gate/Sigmoid": "pin"}), ranked())
     assert result.fp32 == {"/big/MatMul": result.fp32["/big/MatMul"], "/gate/Sigmoid": "pin"}
 
 
@@ -198,3 +199,46 @@ def test_search_stage_without_ranking_or_reference(overflow_recipe, tmp_path):
     plan = json.loads(result.outputs["plan"].read_text())
     assert plan["reference"] == "onnxruntime fp32" and result.metrics["budget_met"]
     assert [n["node"] for n in plan["fp32_nodes"]] == ["/big/MatMul"]
+
+
+def test_output_tail_is_what_follows_the_last_weighted_layer():
+    model = box_refinement(layers=2)
+    assert output_tail(prepare(model), ["logits"]) == ["/cls/Add"]
+    assert output_tail(prepare(model), ["boxes"]) == [
+        "/ref/Sigmoid", "/layer0/Sub", "/layer0/Div", "/layer0/Log", "/layer0/Add", "/layer0/Sigmoid",
+        "/layer1/Sub", "/layer1/Div", "/layer1/Log", "/layer1/Add", "/layer1/Sigmoid",
+    ]  # fmt: skip
+    with pytest.raises(StageError, match="no graph output named 'box'") as e:
+        output_tail(prepare(model), ["box"])
+    assert "boxes" in e.value.hint
+
+
+def test_pinned_box_tail_removes_the_rounding_that_refinement_adds_up(tmp_path):
+    """float16 everywhere (emulated) against FP32 with the tail of `boxes` pinned: the boxes' error falls by far more
+    than the logits' moves."""
+    model = box_refinement()
+    feeds = {"x": np.random.default_rng(2).standard_normal((300, 32)).astype(np.float32)}
+    budget = {"boxes": Budget(mean_abs=1.0), "logits": Budget(mean_abs=1.0)}
+    pins = tail_pins(prepare(model), ["boxes"])
+    assert set(pins.values()) == {"output-tail:boxes"} and len(pins) == 1 + 5 * 6
+
+    def errors(pins, scratch):
+        scratch.mkdir()
+        evaluate = Evaluator(model, feeds, run(model, feeds), budget, OnnxRuntime(), scratch, pins=pins, emulate=True)
+        return {name: stats["mean_abs"] for name, stats in evaluate([]).errors.items()}
+
+    low, pinned = errors(None, tmp_path / "low"), errors(pins, tmp_path / "pinned")
+    assert pinned["boxes"] < low["boxes"] / 10
+    assert pinned["logits"] == pytest.approx(low["logits"], rel=0.5)
+
+
+def test_ranking_is_computed_only_when_low_precision_everywhere_misses_the_budget(tmp_path):
+    def ranking():
+        raise AssertionError("ranked although FP16 everywhere meets the budget")
+
+    loose = {"z": Budget(mean_abs=1.0)}  # y overflows in FP16: no budget on it
+    result = search(evaluator(tmp_path / "loose", budget=loose), ranking, merge_cost=None)
+    assert result.fp32 == {} and result.evaluations == 1
+    asked = []
+    result = search(evaluator(tmp_path / "tight"), lambda: asked.append(1) or ranked(), merge_cost=None)
+    assert asked == [1] and "/big/MatMul" in result.fp32

@@ -28,6 +28,11 @@ FRAGILE_OPS = (
     "LayerNormalization", "GroupNormalization", "InstanceNormalization", "LpNormalization", "Softmax", "LogSoftmax",
     *sorted(REDUCE_OPS), "Pow", "Exp", "Log", "Sqrt", "Reciprocal",
 )  # fmt: skip
+# Where an output's tail begins: layers that mix many values with learned weights, or normalize them.
+TAIL_STOPS = frozenset(
+    {"Conv", "ConvTranspose", "Einsum", "Gemm", "MatMul", "LayerNormalization", "GroupNormalization",
+     "InstanceNormalization", "BatchNormalization"}
+)  # fmt: skip
 ACTIVATION_HEADROOM = 8  # "auto" activation limit: the low dtype's largest value / 8
 
 
@@ -44,6 +49,7 @@ class Rules(BaseModel):
     underflow_fraction: float = 0.01  # ... when more than this fraction of a weight's nonzero values flush
     reduction_max: int | None = 8192  # sums over more terms (K of MatMul/Gemm, Cin x kernel of Conv, Reduce*)
     activation_max: float | Literal["auto"] | None = "auto"  # largest |activation| allowed in low precision
+    output_tails: list[str] = []  # outputs whose tail (trtpipe.precision.rules.output_tail) stays FP32
 
 
 def choose_fp32(
@@ -54,7 +60,7 @@ def choose_fp32(
     roles = assign_roles(graph, {}, dtype)
     marked = [n for n in graph.nodes if n.name in roles]
     computing = [n for n in marked if roles[n.name].kind == "low"]
-    chosen: dict[str, str] = {}
+    chosen = {n: why for n, why in tail_pins(graph, rules.output_tails).items() if n in roles}
     for node in marked:
         if node.op in rules.block_ops:
             chosen.setdefault(node.name, f"block-op:{node.op}")
@@ -79,6 +85,36 @@ def choose_fp32(
         for name, why in large_activations(model, graph, computing, feeds, limit, chunk).items():
             chosen.setdefault(name, why)
     return chosen
+
+
+def tail_pins(graph: gs.Graph, outputs: list[str]) -> dict[str, str]:
+    """Node -> "output-tail:<output>" for the tails of `outputs`."""
+    pins: dict[str, str] = {}
+    for out in outputs:
+        for name in output_tail(graph, [out]):
+            pins.setdefault(name, f"output-tail:{out}")
+    return pins
+
+
+def output_tail(graph: gs.Graph, outputs: list[str]) -> list[str]:
+    """Nodes that reach one of `outputs` through no weighted or normalizing layer (TAIL_STOPS) and no plugin, in graph
+    order. Their rounding reaches the output undamped and adds up along chains of additions: DAB-DETR's boxes are
+    reference points refined by an addition in every decoder layer, whose float16 rounding alone costs about the
+    whole of a 2e-4 error budget."""
+    from trtpipe.errors import StageError, did_you_mean
+
+    tensors = {t.name: t for t in graph.outputs}
+    if unknown := [o for o in outputs if o not in tensors]:
+        raise StageError(f"no graph output named {unknown[0]!r}", hint=did_you_mean(unknown[0], list(tensors)))
+    tail: set[str] = set()
+    stack = [tensors[o] for o in outputs]
+    while stack:
+        for node in stack.pop().inputs:
+            if node.name in tail or node.op in TAIL_STOPS or node.domain not in (None, "", "ai.onnx"):
+                continue
+            tail.add(node.name)
+            stack.extend(node.inputs)
+    return [n.name for n in graph.nodes if n.name in tail]
 
 
 def limits(dtype: str):

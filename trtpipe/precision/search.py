@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +54,13 @@ class Evaluator:
         scratch: Path,
         dtype: str = "float16",
         keep_io_types: bool = True,
-        pins: Iterable[str] = (),
+        pins: Mapping[str, str] | None = None,
         emulate: bool = False,
         report: Callable[[str], None] = lambda message: None,
     ):
         self.model, self.feeds, self.refs, self.budgets = model, feeds, refs, budgets
         self.backend, self.dtype, self.keep_io_types = backend, dtype, keep_io_types
-        self.pins = set(pins)
+        self.pins = dict(pins or {})  # node -> why it is pinned FP32
         self.emulate = emulate
         self.records = scratch / "evaluations"
         self.records.mkdir(parents=True, exist_ok=True)
@@ -69,11 +69,11 @@ class Evaluator:
         self.ran = 0  # evaluations run by this process (the rest came from `scratch`)
 
     def convert(self, fp32: Iterable[str], merge_cost: float | None = None) -> Conversion:
-        wanted = dict.fromkeys(sorted(fp32), "search") | dict.fromkeys(sorted(self.pins), "pin")
+        wanted = dict.fromkeys(sorted(fp32), "search") | self.pins
         return convert(self.model, wanted, self.dtype, self.keep_io_types, merge_cost)
 
     def __call__(self, fp32: Iterable[str]) -> Evaluation:
-        fp32 = sorted(set(fp32) - self.pins)
+        fp32 = sorted(set(fp32) - set(self.pins))
         digest = hashlib.sha256(json.dumps(fp32).encode()).hexdigest()[:24]
         self.seen.add(digest)
         record = self.records / f"{digest}.json"
@@ -129,10 +129,16 @@ class SearchResult:
     ran: int  # of which this run evaluated
 
 
-def search(evaluate: Evaluator, ranking: list[str], merge_cost: float | None = 0.5) -> SearchResult:
-    """`ranking`: candidate nodes, most sensitive first (every candidate should be there)."""
-    ranked = [n for n in ranking if n not in evaluate.pins]
-    chosen = greedy(ranked, evaluate.met)
+def search(
+    evaluate: Evaluator, ranking: list[str] | Callable[[], list[str]], merge_cost: float | None = 0.5
+) -> SearchResult:
+    """`ranking`: candidate nodes, most sensitive first (every candidate should be there), or a function that computes
+    it, called only when low precision everywhere but the pins misses the budget."""
+    ranked: list[str] = []
+    chosen: list[str] = []
+    if not evaluate.met([]):
+        ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins]
+        chosen = greedy(ranked, evaluate.met)
     steps = {n: f"search:greedy (rank {ranked.index(n) + 1})" for n in ddmin(chosen, evaluate.met)}
     best = evaluate(steps)
     if merge_cost is not None:
@@ -142,7 +148,7 @@ def search(evaluate: Evaluator, ranking: list[str], merge_cost: float | None = 0
             if trial.met and trial.casts < best.casts:
                 steps |= dict.fromkeys(merged, "search:merge-islands")
                 best = trial
-    steps |= dict.fromkeys(sorted(evaluate.pins), "pin")
+    steps |= evaluate.pins
     return SearchResult(steps, best, evaluate.convert(steps), len(evaluate.seen), evaluate.ran)
 
 

@@ -13,13 +13,15 @@ from trtpipe.trt.config import BuildOptions
 class PrecisionSearch(Stage):
     """The smallest FP32 set that meets `budget` per output on the recipe's target (trtpipe.precision.search).
 
-    Starts from the `ranking` of a sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes
-    what is not needed (delta debugging), then merges FP32 islands where that removes Casts and keeps the budget.
-    `fp32_nodes` are pinned FP32. On ONNX Runtime, candidates run with low precision emulated (trtpipe.precision.
-    emulate): its CPU float16 mostly computes and stores in FP32, which would hide overflow. Every evaluated candidate
-    is kept in the stage's scratch directory, so an interrupted search resumes where it stopped. Outputs: `model` (the
-    mixed graph) and `plan` (JSON: the FP32 nodes with the rule or search step that chose each and their torch modules,
-    the budget and the errors met, the backend).
+    Builds low precision everywhere but the pins first; when that misses the budget, starts from the `ranking` of a
+    sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes what is not needed (delta
+    debugging), then merges FP32 islands where that removes Casts and keeps the budget.
+    `fp32_nodes` and the tails of `output_tails` (trtpipe.precision.rules.output_tail) are pinned FP32. On ONNX
+    Runtime, candidates run with low precision emulated (trtpipe.precision.emulate): its CPU float16 mostly computes
+    and stores in FP32, which would hide overflow. Every evaluated candidate is kept in the stage's scratch directory,
+    so an interrupted search resumes where it stopped. Outputs: `model` (the mixed graph) and `plan` (JSON: the FP32
+    nodes with the rule or search step that chose each and their torch modules, the budget and the errors met, the
+    backend).
     """
 
     kind = "precision-search"
@@ -34,6 +36,7 @@ class PrecisionSearch(Stage):
     dtype: Literal["float16", "bfloat16"] = "float16"
     keep_io_types: bool = True
     fp32_nodes: list[str] = []
+    output_tails: list[str] = []
     merge_cost: float | None = Field(0.5, ge=0)
     chunk: int = Field(64, ge=1)
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds
@@ -45,8 +48,9 @@ class PrecisionSearch(Stage):
         from trtpipe.backends import get_backend
         from trtpipe.errors import StageError
         from trtpipe.precision import sensitivity
-        from trtpipe.precision.convert import analyze
+        from trtpipe.precision.convert import analyze, prepare
         from trtpipe.precision.reference import reference_data
+        from trtpipe.precision.rules import tail_pins
         from trtpipe.precision.search import Evaluator, load_ranking, search
 
         model = onnxio.load(ctx.inputs["model"])
@@ -54,15 +58,18 @@ class PrecisionSearch(Stage):
         if unknown := [name for name in self.budget if name not in refs]:
             raise StageError(f"budget for unknown output {', '.join(unknown)}", hint=f"outputs: {', '.join(refs)}")
         analysis = analyze(model, self.dtype)
-        if ranking := ctx.inputs.get("ranking"):
-            ranked = load_ranking(ranking, analysis.candidates)
-        else:
+        def local_ranking() -> list[str]:
             ctx.report("no ranking given: local sensitivity")
-            scores = sensitivity.local(model, feeds, self.dtype, self.chunk)
-            ranked = sensitivity.rank(scores, analysis.candidates)
+            return sensitivity.rank(sensitivity.local(model, feeds, self.dtype, self.chunk), analysis.candidates)
+
+        ranking = ctx.inputs.get("ranking")
+        ranked = (lambda: load_ranking(ranking, analysis.candidates)) if ranking else local_ranking
+        pins = dict.fromkeys(self.fp32_nodes, "pin")
+        candidates = set(analysis.candidates)
+        pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
         backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **self.builder.model_dump(exclude_unset=True))
         evaluate = Evaluator(
-            model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, self.fp32_nodes,
+            model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,
             emulate=ctx.target == "onnxruntime", report=ctx.report,
         )  # fmt: skip
         result = search(evaluate, ranked, self.merge_cost)
