@@ -70,7 +70,6 @@ LABELS = {key: label for key, (_, label) in TORCH_ROWS.items()} | {
     "trt_fp16_naive": "TensorRT naive FP16",
     "trtpipe": "trtpipe",
 }
-SEARCH_STAGES = ("sensitivity", "precision-search")
 BUDGET = {"logits_mean_abs": 1.0e-3, "logits_max_abs": 3.0e-3, "boxes_mean_abs": 2.0e-4}  # issue 7's, for trtpipe
 
 
@@ -121,18 +120,19 @@ def current(lock: dict[str, dict], stage: str, engine: str | None) -> dict:
 
 
 def search_facts(lock: dict[str, dict]) -> dict:
-    """Seconds of the ranking and of the search, their sum when the search ran in one go (a resumed search ran its
-    first part in an earlier process, whose time the lock file does not keep), and what the search found."""
-    entries = [lock.get(name) for name in SEARCH_STAGES]
-    if any(e is None for e in entries):
+    """Seconds of the ranking (when a sensitivity stage made one) and of the search, their sum when the search ran in
+    one go (a resumed search ran its first part in an earlier process, whose time the lock file does not keep), and
+    what the search found."""
+    found = lock.get("precision-search")
+    if found is None:
         return {}
-    ranking, found = entries
+    ranking = lock.get("sensitivity", {}).get("seconds", 0.0)
     metrics = found["metrics"]
     one_go = metrics.get("evaluations_run") == metrics.get("evaluations")
     return {
-        "sensitivity_s": ranking["seconds"],
+        "sensitivity_s": ranking,
         "search_s": found["seconds"],
-        "total_s": ranking["seconds"] + found["seconds"] if one_go else None,
+        "total_s": ranking + found["seconds"] if one_go else None,
         **{k: metrics.get(k) for k in ("evaluations", "evaluations_run", "fp32_nodes", "casts", "budget_met")},
         "candidate_optimization_level": found.get("params", {}).get("builder", {}).get("optimization_level"),
     }
@@ -185,7 +185,7 @@ def step_stages(stages: dict, key: str) -> list[str]:
     from the lock file). Stages of no row (mixed-precision, the report) run in the report step."""
     from trtpipe import dag
 
-    chosen = dag.ancestors(stages, TRT_ROWS[key].stages) - {"export"}
+    chosen = dag.ancestors(stages, TRT_ROWS[key].stages & set(stages)) - {"export"}
     return [s for s in dag.order(stages) if s in chosen]
 
 

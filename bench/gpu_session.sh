@@ -8,6 +8,16 @@
 #       gpu-wheels). R50 in consecutive calls of at most 10 minutes each: `dab-bench r50 export torch`, then `trt_fp32`,
 #       `trt_fp16_naive`, `trtpipe` (call it again if it runs out of time: it resumes) and `report`. Each call leaves
 #       its log, the lock file and the results so far (dab_detr_<gpu>_<date>.json) in $OUT.
+#
+# Or everything in one lease, in the background while the bundle's parts arrive (carry .whl and build/ with the
+# first call, one part per later call):
+#   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export, the LayerNorm kernel
+#                                          benchmark, then, once every part is in, the TensorRT rows (trtpipe's
+#                                          first), the torch rows and the report
+#   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
+#                                          a call's carry replaces the last call's: carry part NN with its own call,
+#                                          and the parts from GPU_PARTS (default .gpu)
+#   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -21,7 +31,38 @@ torch_python() {
     "$PWD" "${LD_LIBRARY_PATH:-}" "$(command -v python3)" > /tmp/torch-python && chmod +x /tmp/torch-python
 }
 
+JOB=/tmp/job
+
 case "${1:-tests}" in
+start)
+  torch_python || { echo "cannot install .whl/ for the image's python3: carry .whl (make gpu-wheels)"; exit 1; }
+  mkdir -p "$JOB/out" /opt/trtparts
+  setsid nohup bash bench/gpu_session.sh pipeline > "$JOB/log" 2>&1 < /dev/null &
+  sleep 20; cat "$JOB/log"
+  ;;
+part)
+  cp "${GPU_PARTS:-.gpu}/part$2"/* /opt/trtparts/ && echo "part $2 in"
+  [ "${3:-}" = last ] && touch /opt/trtparts/.all
+  tail -n 5 "$JOB/log"
+  ;;
+poll)
+  end=$((SECONDS + ${2:-60}))
+  while [ ! -e "$JOB/done" ] && [ $SECONDS -lt $end ]; do sleep 5; done
+  cp -r "$JOB/out/." "$OUT/"; cp "$JOB/log" "$OUT/pipeline.log"
+  tail -n 40 "$JOB/log"; [ -e "$JOB/done" ] && echo "pipeline done: $(cat "$JOB/done")"
+  ;;
+pipeline)
+  O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
+  nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
+  /tmp/torch-python bench/dab_detr.py $r50 --step export
+  python3 bench/layernorm.py --out-dir "$O" > "$O/layernorm_py.txt" 2>&1
+  echo "bench/layernorm.py rc=$?"; tail -n 12 "$O/layernorm_py.txt"
+  while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
+  bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
+  python bench/dab_detr.py $r50 --target tensorrt --step trtpipe trt_fp16_naive trt_fp32 torch report
+  cp recipes/dab_detr.lock.yaml build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
+  echo ok > "$JOB/done"
+  ;;
 tests)
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
   build/plugins/layernorm_bench > "$OUT/layernorm_bench.txt" 2>&1; echo "layernorm_bench rc=$?"
