@@ -65,8 +65,9 @@ class PrecisionSearch(Stage):
         ranking = ctx.inputs.get("ranking")
         ranked = (lambda: load_ranking(ranking, analysis.candidates)) if ranking else local_ranking
         pins = dict.fromkeys(self.fp32_nodes, "pin")
-        candidates = set(analysis.candidates)
-        pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
+        if self.output_tails:
+            candidates = set(analysis.candidates)
+            pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
         backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **self.builder.model_dump(exclude_unset=True))
         evaluate = Evaluator(
             model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,
