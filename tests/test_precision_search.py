@@ -242,3 +242,20 @@ def test_ranking_is_computed_only_when_low_precision_everywhere_misses_the_budge
     asked = []
     result = search(evaluator(tmp_path / "tight"), lambda: asked.append(1) or ranked(), merge_cost=None)
     assert asked == [1] and "/big/MatMul" in result.fp32
+
+
+def test_search_stage_pins_the_output_tail_and_says_why(tmp_path):
+    from trtpipe.recipe import load
+
+    onnx.save(box_refinement(layers=2), str(tmp_path / "m.onnx"))
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [300, 32]}\nstages:\n"
+        "  search: {uses: precision-search, budget: {boxes: {mean_abs: 1.0e-4}}, output_tails: [boxes]}\n"
+    )
+    result = run_stage(load(tmp_path / "r.yaml"), "search", {"model": tmp_path / "m.onnx"}, tmp_path)
+    plan = json.loads(result.outputs["plan"].read_text())
+    assert result.metrics["budget_met"] and result.metrics["evaluations"] == 1
+    chosen = {n["node"]: n["chosen_by"] for n in plan["fp32_nodes"]}
+    constant = ["/ref/Sigmoid", "/layer0/Sub", "/layer0/Div", "/layer0/Log"]  # of the anchors alone: FP32 anyway
+    tail = ["/layer0/Add", "/layer0/Sigmoid", *(f"/layer1/{op}" for op in ("Sub", "Div", "Log", "Add", "Sigmoid"))]
+    assert chosen == dict.fromkeys(constant, "shape-computation") | dict.fromkeys(tail, "output-tail:boxes")
