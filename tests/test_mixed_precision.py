@@ -275,7 +275,7 @@ def test_output_tail_rule():
     model = box_refinement(layers=2)
     rules = Rules(fragile_ops=[], norm_divisors=False, initializer_range=False, output_tails=["boxes"])
     chosen = choose_fp32(model, rules, "float16")
-    assert chosen == dict.fromkeys(output_tail(prepare(model), ["boxes"]), "output-tail:boxes")
+    assert chosen == dict.fromkeys(output_tail(prepare(model), "boxes"), "output-tail:boxes")
 
 
 def test_bfloat16_range_rules_do_not_fire():

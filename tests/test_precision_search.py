@@ -203,13 +203,13 @@ def test_search_stage_without_ranking_or_reference(overflow_recipe, tmp_path):
 
 def test_output_tail_is_what_follows_the_last_weighted_layer():
     model = box_refinement(layers=2)
-    assert output_tail(prepare(model), ["logits"]) == ["/cls/Add"]
-    assert output_tail(prepare(model), ["boxes"]) == [
+    assert output_tail(prepare(model), "logits") == ["/cls/Add"]
+    assert output_tail(prepare(model), "boxes") == [
         "/ref/Sigmoid", "/layer0/Sub", "/layer0/Div", "/layer0/Log", "/layer0/Add", "/layer0/Sigmoid",
         "/layer1/Sub", "/layer1/Div", "/layer1/Log", "/layer1/Add", "/layer1/Sigmoid",
     ]  # fmt: skip
     with pytest.raises(StageError, match="no graph output named 'box'") as e:
-        output_tail(prepare(model), ["box"])
+        output_tail(prepare(model), "box")
     assert "boxes" in e.value.hint
 
 

@@ -91,23 +91,23 @@ def tail_pins(graph: gs.Graph, outputs: list[str]) -> dict[str, str]:
     """Node -> "output-tail:<output>" for the tails of `outputs`."""
     pins: dict[str, str] = {}
     for out in outputs:
-        for name in output_tail(graph, [out]):
+        for name in output_tail(graph, out):
             pins.setdefault(name, f"output-tail:{out}")
     return pins
 
 
-def output_tail(graph: gs.Graph, outputs: list[str]) -> list[str]:
-    """Nodes that reach one of `outputs` through no weighted or normalizing layer (TAIL_STOPS) and no plugin, in graph
+def output_tail(graph: gs.Graph, output: str) -> list[str]:
+    """Nodes that reach `output` through no weighted or normalizing layer (TAIL_STOPS) and no plugin, in graph
     order. Their rounding reaches the output undamped and adds up along chains of additions: DAB-DETR's boxes are
     reference points refined by an addition in every decoder layer, whose float16 rounding alone costs about the
     whole of a 2e-4 error budget."""
     from trtpipe.errors import StageError, did_you_mean
 
     tensors = {t.name: t for t in graph.outputs}
-    if unknown := [o for o in outputs if o not in tensors]:
-        raise StageError(f"no graph output named {unknown[0]!r}", hint=did_you_mean(unknown[0], list(tensors)))
+    if output not in tensors:
+        raise StageError(f"no graph output named {output!r}", hint=did_you_mean(output, list(tensors)))
     tail: set[str] = set()
-    stack = [tensors[o] for o in outputs]
+    stack = [tensors[output]]
     while stack:
         for node in stack.pop().inputs:
             if node.name in tail or node.op in TAIL_STOPS or node.domain not in (None, "", "ai.onnx"):

@@ -58,6 +58,7 @@ class PrecisionSearch(Stage):
         if unknown := [name for name in self.budget if name not in refs]:
             raise StageError(f"budget for unknown output {', '.join(unknown)}", hint=f"outputs: {', '.join(refs)}")
         analysis = analyze(model, self.dtype)
+
         def local_ranking() -> list[str]:
             ctx.report("no ranking given: local sensitivity")
             return sensitivity.rank(sensitivity.local(model, feeds, self.dtype, self.chunk), analysis.candidates)
