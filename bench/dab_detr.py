@@ -18,7 +18,8 @@ printed at the end.
 usage: python bench/dab_detr.py [--size r50|tiny] [--step STEP ...] [--skip-torch] [--torch-python PY]
                                 [--cache-dir DIR] [--target tensorrt|onnxruntime] [--set KEY=VALUE ...]
                                 [--iterations N] [--warmup N] [--results-dir DIR]
-steps, in this order by default: export torch trt_fp32 trt_fp16_naive trtpipe report
+steps, in this order by default: export torch trt_fp32 trt_fp16_naive trtpipe report b8
+(b8: the batch-8 recipe, recipes/dab_detr_b8.yaml for r50, whose export the export step runs)
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {"r50": ROOT / "recipes/dab_detr.yaml", "tiny": ROOT / "recipes/dab_detr_tiny.yaml"}
-STEPS = ("export", "torch", "trt_fp32", "trt_fp16_naive", "trtpipe", "report")
+# A second recipe for batch 8 where the first is static at batch 1: its rows' stages carry the rows' names.
+RECIPES_B8 = {"r50": ROOT / "recipes/dab_detr_b8.yaml"}
+STEPS = ("export", "torch", "trt_fp32", "trt_fp16_naive", "trtpipe", "report", "b8")
 ERRORS = ("logits_mean_abs", "logits_max_abs", "boxes_mean_abs", "boxes_max_abs")
 FIELDS = ("latency_ms", "throughput_b8", "latency_b8_ms", *ERRORS, "timing")
 
@@ -47,7 +50,7 @@ class TrtRow:
 
     build: str
     profile: str  # batch 1
-    profile_b8: str
+    profile_b8: str  # in the same recipe, else `profile` of the batch-8 recipe
     compare: str
 
     @property
@@ -76,11 +79,14 @@ BUDGET = {"logits_mean_abs": 1.0e-3, "logits_max_abs": 3.0e-3, "boxes_mean_abs":
 # ---------------------------------------------------------------- assembling results (pure)
 
 
-def assemble(lock: dict[str, dict], torch_result: dict | None, rerun: dict | None) -> dict:
+def assemble(
+    lock: dict[str, dict], torch_result: dict | None, rerun: dict | None, lock_b8: dict[str, dict] | None = None
+) -> dict:
     """Rows, precision-search facts and the issue's targets from the recipe's lock file (its `stages` mapping),
-    the torch rows' JSON and the timed re-run; what has not been measured yet is None."""
+    the torch rows' JSON, the timed re-run and the batch-8 recipe's lock file; what has not been measured yet is
+    None."""
     rows = {key: torch_row(torch_result, name) for key, (name, _) in TORCH_ROWS.items()}
-    rows |= {key: trt_row(lock, row) for key, row in TRT_ROWS.items()}
+    rows |= {key: trt_row(lock, row, lock_b8 or {}) for key, row in TRT_ROWS.items()}
     search = search_facts(lock)
     return {
         **rows,
@@ -96,19 +102,33 @@ def torch_row(result: dict | None, name: str) -> dict:
     return {f: measured.get(f) for f in FIELDS} | {k: measured[k] for k in ("compile_s",) if k in measured}
 
 
-def trt_row(lock: dict[str, dict], row: TrtRow) -> dict:
+def trt_row(lock: dict[str, dict], row: TrtRow, lock_b8: dict[str, dict]) -> dict:
     """A TensorRT row from the lock file's metrics, taking a profile or compare only when it measured the engine
-    that the build stage holds now."""
-    engine = lock.get(row.build, {}).get("outputs", {}).get("engine", {}).get("digest")
+    that the build stage holds now; batch 8 from the same lock file, else from the batch-8 recipe's, with the errors
+    of that engine on its own batch."""
+    engine = built(lock, row.build)
     profile, profile_b8, compare = (current(lock, name, engine) for name in (row.profile, row.profile_b8, row.compare))
     latency = profile.get("latency", {})
-    return {
+    found = {
         "latency_ms": profile.get("latency_ms"),
         "throughput_b8": profile_b8.get("throughput_per_s"),
         "latency_b8_ms": profile_b8.get("latency_ms"),
         **{f: compare.get(f) for f in ERRORS},
         "timing": ("cuda_graph" if "cuda_graph" in latency else next(iter(latency), None)),
     }
+    if profile_b8 or not lock_b8:
+        return found
+    engine_b8 = built(lock_b8, row.build)
+    profile_b8, compare_b8 = (current(lock_b8, name, engine_b8) for name in (row.profile, row.compare))
+    return found | {
+        "throughput_b8": profile_b8.get("throughput_per_s"),
+        "latency_b8_ms": profile_b8.get("latency_ms"),
+        "errors_b8": {f: compare_b8.get(f) for f in ERRORS} if compare_b8 else None,
+    }
+
+
+def built(lock: dict[str, dict], stage: str) -> str | None:
+    return lock.get(stage, {}).get("outputs", {}).get("engine", {}).get("digest")
 
 
 def current(lock: dict[str, dict], stage: str, engine: str | None) -> dict:
@@ -226,22 +246,44 @@ class Bench:
 
         self.args = args
         self.path = args.recipe or RECIPES[args.size]
-        profiles = [name for name, spec in recipe.load(self.path).stages.items() if spec.kind == "profile"]
-        counts = {k: v for k, v in (("iterations", args.iterations), ("warmup", args.warmup)) if v is not None}
-        self.overrides = [f"stages.{stage}.{k}={v}" for stage in profiles for k, v in counts.items()] + args.set
-        self.recipe = recipe.load(self.path, self.overrides, args.target)
+        self.path_b8 = None if args.recipe else RECIPES_B8.get(args.size)
+        self.overrides = {path: self.counts(path) + args.set for path in (self.path, self.path_b8) if path}
+        self.recipe = recipe.load(self.path, self.overrides[self.path], args.target)
+        self.recipe_b8 = recipe.load(self.path_b8, self.overrides[self.path_b8], args.target) if self.path_b8 else None
         self.state = Path("build") / self.recipe.name  # beside the recipe's build outputs
         self.torch_json = self.state / "bench_torch.json"
         self.rerun_json = self.state / "bench_rerun.json"
 
-    def trtpipe(self, python: list[str], *selection: str) -> int:
-        flags = [f"--set={o}" for o in self.overrides]
+    def counts(self, path: Path) -> list[str]:
+        """--iterations and --warmup as overrides of every profile stage of the recipe at `path`."""
+        from trtpipe import recipe
+
+        profiles = [name for name, spec in recipe.load(path).stages.items() if spec.kind == "profile"]
+        args = self.args
+        counts = {k: v for k, v in (("iterations", args.iterations), ("warmup", args.warmup)) if v is not None}
+        return [f"stages.{stage}.{k}={v}" for stage in profiles for k, v in counts.items()]
+
+    def trtpipe(self, python: list[str], *selection: str, path: Path | None = None) -> int:
+        path = path or self.path
+        flags = [f"--set={o}" for o in self.overrides[path]]
         flags += ["--cache-dir", str(self.args.cache_dir)] if self.args.cache_dir else []
         flags += ["--target", self.args.target] if self.args.target else []
-        return run([*python, "-m", "trtpipe", "run", str(self.path), *selection, *flags])
+        return run([*python, "-m", "trtpipe", "run", str(path), *selection, *flags])
 
     def export(self) -> int:
-        return self.trtpipe(self.args.torch_python, "--until", "export")
+        """The recipe's export, and the batch-8 recipe's where there is one."""
+        code = self.trtpipe(self.args.torch_python, "--until", "export")
+        if code == 0 and self.path_b8:
+            code = self.trtpipe(self.args.torch_python, "--until", "export", path=self.path_b8)
+        return code
+
+    def b8(self) -> int:
+        """Every stage of the batch-8 recipe but its export (run by the export step)."""
+        if not self.path_b8:
+            print(f"no batch-8 recipe for --size {self.args.size}: its recipe has batch-8 profiles", flush=True)
+            return 0
+        return self.trtpipe([sys.executable], "--only", *(s for s in self.recipe_b8.stages if s != "export"),
+                            path=self.path_b8)
 
     def torch(self) -> int:
         reference = self.lock().get("export", {}).get("outputs", {}).get("reference", {}).get("path")
@@ -276,15 +318,17 @@ class Bench:
         print(f"unchanged re-run: {len(runs)} stages, {len(ran)} ran, {seconds:.3f} s", flush=True)
         return 0
 
-    def lock(self) -> dict[str, dict]:
+    def lock(self, b8: bool = False) -> dict[str, dict]:
         from trtpipe import lockfile
 
-        return lockfile.read(lockfile.lock_path(self.recipe))
+        if b8 and not self.recipe_b8:
+            return {}
+        return lockfile.read(lockfile.lock_path(self.recipe_b8 if b8 else self.recipe))
 
     def write(self) -> tuple[Path, dict]:
         date = datetime.date.today().isoformat()
-        results = {"recipe": self.recipe.name, "date": date,
-                   **assemble(self.lock(), read_json(self.torch_json), read_json(self.rerun_json))}
+        measured = assemble(self.lock(), read_json(self.torch_json), read_json(self.rerun_json), self.lock(b8=True))
+        results = {"recipe": self.recipe.name, "date": date, **measured}
         out = self.args.results_dir / f"{self.recipe.name}_{device_slug(results['env'])}_{date}.json"
         write_json(out, results)
         return out, results
@@ -330,7 +374,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bench = Bench(args)
-    steps = {"export": bench.export, "torch": bench.torch, "report": bench.report}
+    steps = {"export": bench.export, "torch": bench.torch, "report": bench.report, "b8": bench.b8}
     steps |= {key: (lambda key=key: bench.trt(key)) for key in TRT_ROWS}
     failed = []
     for step in args.step:

@@ -11,9 +11,9 @@
 #
 # Or everything in one lease, in the background while the bundle's parts arrive (carry .whl and build/ with the
 # first call, one part per later call):
-#   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export, the LayerNorm kernel
-#                                          benchmark, then, once every part is in, the TensorRT rows (trtpipe's
-#                                          first), the torch rows and the report
+#   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export and the torch rows,
+#                                          then, once every part is in, the TensorRT rows (naive FP16 first), the
+#                                          report and batch 8 (recipes/dab_detr_b8.yaml)
 #   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
 #                                          and the parts from GPU_PARTS (default .gpu)
@@ -21,7 +21,13 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-bundle() { bash /opt/trtparts/install.sh >/dev/null && . /opt/trt/env.sh; }
+# The bundle's python and libraries; its NVRTC 12 (make gpu-bundle-cublas) ahead of the image's CUDA libraries.
+bundle() {
+  bash /opt/trtparts/install.sh >/dev/null && . /opt/trt/env.sh || return 1
+  local nvrtc=/opt/trt/site/nvidia/cuda_nvrtc/lib
+  [ -d $nvrtc ] && ln -sf libnvrtc.so.12 $nvrtc/libnvrtc.so && export LD_LIBRARY_PATH=$nvrtc:$LD_LIBRARY_PATH
+  return 0
+}
 # The image's python3 (torch, CUDA) with the wheels from .whl/ in /tmp/site, as a command that leaves the bundle's
 # environment behind: call before `bundle`.
 torch_python() {
@@ -48,19 +54,24 @@ part)
 poll)
   end=$((SECONDS + ${2:-60}))
   while [ ! -e "$JOB/done" ] && [ $SECONDS -lt $end ]; do sleep 5; done
-  cp -r "$JOB/out/." "$OUT/"; cp "$JOB/log" "$OUT/pipeline.log"
+  cp -r "$JOB/out/." "$OUT/"; cp "$JOB/log" "$OUT/pipeline.log"; cp recipes/*.lock.yaml "$OUT/" 2>/dev/null
+  mkdir -p "$OUT/trt"  # TensorRT's build logs, by stage directory, and the timing cache
+  find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$OUT/trt/$(basename "$(dirname "$f")").log"; done
+  find /tmp/cache -maxdepth 2 -name '*timing*' -exec cp {} "$OUT/trt/" \;
   tail -n 40 "$JOB/log"; [ -e "$JOB/done" ] && echo "pipeline done: $(cat "$JOB/done")"
   ;;
 pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
-  /tmp/torch-python bench/dab_detr.py $r50 --step export
-  python3 bench/layernorm.py --out-dir "$O" > "$O/layernorm_py.txt" 2>&1
-  echo "bench/layernorm.py rc=$?"; tail -n 12 "$O/layernorm_py.txt"
+  ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
+  # The torch rows while the parts arrive; the TensorRT rows after them, the naive FP16 build first to warm the
+  # timing cache for trtpipe's candidates.
+  /tmp/torch-python bench/dab_detr.py $r50 --step export torch
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
-  python bench/dab_detr.py $r50 --target tensorrt --step trtpipe trt_fp16_naive trt_fp32 torch report
-  cp recipes/dab_detr.lock.yaml build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
+  python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
+  python bench/dab_detr.py $r50 --target tensorrt --step trt_fp16_naive trtpipe trt_fp32 report b8
+  cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
   echo ok > "$JOB/done"
   ;;
 tests)

@@ -111,6 +111,21 @@ def test_a_profile_of_an_older_engine_is_not_taken():
     assert by_name(results)["latency / TensorRT naive FP16"]["met"] is None
 
 
+def test_batch_8_from_the_batch_8_recipe():
+    lock = {k: v for k, v in recorded_lock().items() if not k.endswith("-b8")}
+    lock_b8 = {"build-fp32": build("b32"), "profile-fp32": profile("b32", 25.0, 8),
+               "compare-fp32": compare("b32", 2e-6, 1e-6), "build": build("bmix"), "profile": profile("bmix", 10.0, 8),
+               "compare": compare("bmix", 5e-4, 1e-4),
+               "profile-fp16": profile("e16", 9.0, 8)}  # fmt: skip
+    results = bench.assemble(lock, None, None, lock_b8)
+    assert results["trtpipe"]["throughput_b8"] == pytest.approx(800.0) and results["trtpipe"]["latency_b8_ms"] == 10.0
+    assert results["trtpipe"]["errors_b8"]["boxes_mean_abs"] == 1e-4
+    assert results["trt_fp32"]["throughput_b8"] == pytest.approx(320.0)
+    assert results["trt_fp16_naive"]["throughput_b8"] is None, "a profile of an engine the recipe did not build"
+    assert by_name(results)["batch-8 throughput / TensorRT FP32"]["value"] == pytest.approx(2.5)
+    assert bench.assemble(recorded_lock(), None, None, lock_b8)["trtpipe"]["latency_b8_ms"] == 12.5, "own lock first"
+
+
 def test_missing_pieces_leave_targets_open():
     lock = recorded_lock()
     lock["profile-fp16"] = profile("e16", 3.0, 1, graph=False)  # CUDA graph capture failed: plain enqueue
@@ -140,6 +155,9 @@ def test_each_trt_step_runs_its_rows_stages_and_what_they_need():
     r50 = recipe.load(ROOT / "recipes/dab_detr.yaml")  # batch 1 only: no batch-8 profiles, the search ranks itself
     assert bench.step_stages(r50.stages, "trtpipe") == [
         *shared, "fuse-plugins", "precision-search", "build", "profile", "compare"]
+    r50_b8 = recipe.load(bench.RECIPES_B8["r50"])  # where the r50 rows find batch 8, under the rows' stage names
+    assert r50_b8.inputs["pixel_values"].resolve("opt")[0] == 8
+    assert {bench.TRT_ROWS[k].profile for k in ("trt_fp32", "trtpipe")} <= set(r50_b8.stages)
 
 
 @pytest.mark.slow
