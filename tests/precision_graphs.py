@@ -11,8 +11,10 @@ F = TensorProto.FLOAT
 RNG = np.random.default_rng(0)
 
 
-def make(nodes, inputs: dict, outputs: dict, inits: dict | None = None, opset: int = 17) -> onnx.ModelProto:
-    """inputs/outputs: name -> (elem type, shape); inits: name -> array."""
+def make(
+    nodes, inputs: dict, outputs: dict, inits: dict | None = None, opset: int = 17, domains: tuple[str, ...] = ()
+) -> onnx.ModelProto:
+    """inputs/outputs: name -> (elem type, shape); inits: name -> array; domains: of custom ops, at version 1."""
     graph = helper.make_graph(
         nodes,
         "test",
@@ -20,7 +22,8 @@ def make(nodes, inputs: dict, outputs: dict, inits: dict | None = None, opset: i
         [helper.make_tensor_value_info(n, t, s) for n, (t, s) in outputs.items()],
         [numpy_helper.from_array(np.asarray(v), n) for n, v in (inits or {}).items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
+    imports = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
+    model = helper.make_model(graph, opset_imports=imports, ir_version=10)
     onnx.checker.check_model(model, full_check=True)
     return model
 

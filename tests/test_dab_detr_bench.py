@@ -152,9 +152,9 @@ def test_each_trt_step_runs_its_rows_stages_and_what_they_need():
         *shared, "build-fp16", "profile-fp16", "profile-fp16-b8", "compare-fp16"]
     assert bench.step_stages(tiny.stages, "trtpipe") == [
         *shared, "fuse-plugins", "sensitivity", "precision-search", "build", "profile", "profile-b8", "compare"]
-    r50 = recipe.load(ROOT / "recipes/dab_detr.yaml")  # batch 1 only: no batch-8 profiles, the search ranks itself
+    r50 = recipe.load(ROOT / "recipes/dab_detr.yaml")  # batch 1 only; ranked on the graph without plugin nodes
     assert bench.step_stages(r50.stages, "trtpipe") == [
-        *shared, "fuse-plugins", "precision-search", "build", "profile", "compare"]
+        *shared, "fuse-plugins", "fuse-onnx", "sensitivity", "precision-search", "build", "profile", "compare"]
     r50_b8 = recipe.load(bench.RECIPES_B8["r50"])  # where the r50 rows find batch 8, under the rows' stage names
     assert r50_b8.inputs["pixel_values"].resolve("opt")[0] == 8
     assert {bench.TRT_ROWS[k].profile for k in ("trt_fp32", "trtpipe")} <= set(r50_b8.stages)

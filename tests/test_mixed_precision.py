@@ -316,3 +316,51 @@ def test_mixed_precision_stage_rejects_an_overflowing_graph(tmp_path):
     """ONNX Runtime's CPU float16 would hide it; the emulated run does not."""
     with pytest.raises(StageError, match="NaN/Inf in y"):
         run_mixed_precision_stage(tmp_path, planted_overflow(), "x: {shape: [4, 16]}", "activation_max: null")
+
+
+# ---------------------------------------------------------------- TensorRT plugin nodes
+
+
+def plugin_graph() -> onnx.ModelProto:
+    """MatMul -> trtpipe's LayerNorm plugin node (as fuse-plugins writes it) -> MatMul."""
+    from trtpipe.fusions.registry import PLUGIN_DOMAIN, PLUGINS
+
+    plugin = PLUGINS["trtpipe_layernorm"]
+    nodes = [
+        node("MatMul", ["x", "W1"], ["a"], "/fc1/MatMul"),
+        onnx.helper.make_node(plugin.op, ["a", "gamma", "beta"], ["n"], name="/ln/LayerNorm", domain=PLUGIN_DOMAIN,
+                              **plugin.attrs(epsilon=1e-5)),
+        node("MatMul", ["n", "W2"], ["y"], "/fc2/MatMul"),
+    ]
+    inits = {"W1": weights(8, 8), "gamma": weights(8), "beta": weights(8), "W2": weights(8, 4)}
+    model = make(nodes, {"x": (F, [2, 8])}, {"y": (F, [2, 4])}, inits, domains=(PLUGIN_DOMAIN,))
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info("n", F, [2, 8]))  # as fuse-plugins types it
+    return model
+
+
+def test_a_plugin_that_takes_float16_runs_low_without_casts():
+    conversion = convert(plugin_graph(), [], "float16")
+    precisions = node_precisions(conversion.model)
+    assert precisions["/ln/LayerNorm"] == "float16" and conversion.casts == 2  # the graph's input and output
+    ln = next(n for n in conversion.model.graph.node if n.name == "/ln/LayerNorm")
+    stored = {i.name: i.data_type for i in conversion.model.graph.initializer}
+    assert stored[ln.input[1]] == stored[ln.input[2]] == onnx.TensorProto.FLOAT16, "the plugin's I/O alike"
+    assert "/ln/LayerNorm" in analyze(plugin_graph(), "float16").candidates
+
+
+def test_a_plugin_stays_fp32_in_a_dtype_it_does_not_take():
+    conversion = convert(plugin_graph(), [], "bfloat16")
+    assert node_precisions(conversion.model)["/ln/LayerNorm"] == "float32"
+    assert conversion.fp32 == {"/ln/LayerNorm": "unknown-op"} and conversion.casts == 4
+
+
+def test_mixed_precision_stage_on_a_graph_with_plugin_nodes(tmp_path):
+    inputs = "x: {shape: [2, 8]}"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with pytest.raises(StageError, match=r"cannot run its TensorRT plugin nodes \(TrtpipeLayerNorm\)") as e:
+        run_mixed_precision_stage(tmp_path / "a", plugin_graph(), inputs, "fragile_ops: []")
+    assert "activation_max: null" in e.value.hint
+    result = run_mixed_precision_stage(tmp_path / "b", plugin_graph(), inputs, "activation_max: null")
+    skipped = "skipped: ONNX Runtime cannot run TensorRT plugin nodes (TrtpipeLayerNorm)"
+    assert result.metrics["onnxruntime_check"] == skipped
+    assert result.metrics["nodes"] == {"float16": 3, "cast": 2}

@@ -9,7 +9,7 @@ import pytest
 from tests.precision_graphs import box_refinement, planted_overflow, run
 from trtpipe.backends.onnxruntime import OnnxRuntime
 from trtpipe.data import save_reference
-from trtpipe.errors import StageError
+from trtpipe.errors import BuildError, StageError
 from trtpipe.metrics import Budget
 from trtpipe.precision import sensitivity
 from trtpipe.precision.convert import analyze, prepare
@@ -90,30 +90,43 @@ class StopAfter:
         return OnnxRuntime().load(path, **options)
 
 
-class RefusesMixedGates:
-    """ONNX Runtime, except that a candidate whose Sigmoid gate was left low precision "fails to build", as
-    TensorRT does when it finds no kernel for a region with mixed precision constraints."""
+class RefusesLowGates:
+    """ONNX Runtime, except that a candidate whose Sigmoid gate runs in float16 "fails to build", naming the gate, as
+    TensorRT does when it finds no kernel for a layer; with `everything`, any float16 node fails so."""
 
     name = "onnxruntime"
+
+    def __init__(self, everything: bool = False):
+        self.everything = everything
 
     def env(self):
         return OnnxRuntime().env()
 
     def load(self, path, **options):
-        model = onnx.load(str(path))
-        gate = next(n for n in model.graph.node if n.name == "/gate/Sigmoid")
-        if gate.output[0] != "z":  # z_fp16: the gate runs in float16
-            raise StageError("Could not find any implementation for node /gate/Sigmoid")
+        graph = onnx.load(str(path)).graph  # an emulated float16 node writes X/fp32, rounded by Casts after it
+        low = [n.name for n in graph.node if n.op_type != "Cast" and n.output[0].endswith("/fp32")]
+        failing = low if self.everything else [n for n in low if n == "/gate/Sigmoid"]
+        if failing:
+            raise BuildError(f"Could not find any implementation for node {failing[0]}", nodes=failing[:1])
         return OnnxRuntime().load(path, **options)
 
 
-def test_candidates_that_fail_to_build_count_as_not_met(tmp_path):
-    evaluate = evaluator(tmp_path, RefusesMixedGates())
+def test_the_layer_that_fails_to_build_stays_fp32(tmp_path):
+    evaluate = evaluator(tmp_path, RefusesLowGates())
     failed = evaluate([])
-    assert not failed.met
+    assert not failed.met and failed.build_nodes == ["/gate/Sigmoid"]
     assert failed.violations == {"build": ["Could not find any implementation for node /gate/Sigmoid"]}
     result = search(evaluate, ranked())
-    assert result.evaluation.met and set(result.fp32) == {"/big/MatMul", "/gate/Sigmoid"}
+    assert result.evaluation.met
+    assert result.fp32 == {"/gate/Sigmoid": "search:build", "/big/MatMul": result.fp32["/big/MatMul"]}
+
+
+def test_a_candidate_that_still_does_not_build_stops_the_search(tmp_path):
+    evaluate = evaluator(tmp_path, RefusesLowGates(everything=True))
+    with pytest.raises(StageError, match=r"does not build on onnxruntime: .*; with its 1 nodes FP32, again: ") as e:
+        search(evaluate, ranked())
+    assert "trt-plugin" in e.value.hint
+    assert evaluate.ran == 2, "no ranking, no further candidates"
 
 
 def test_interrupted_search_resumes_without_evaluating_anything_twice(tmp_path):
@@ -259,3 +272,14 @@ def test_search_stage_pins_the_output_tail_and_says_why(tmp_path):
     constant = ["/ref/Sigmoid", "/layer0/Sub", "/layer0/Div", "/layer0/Log"]  # of the anchors alone: FP32 anyway
     tail = ["/layer0/Add", "/layer0/Sigmoid", *(f"/layer1/{op}" for op in ("Sub", "Div", "Log", "Add", "Sigmoid"))]
     assert chosen == dict.fromkeys(constant, "shape-computation") | dict.fromkeys(tail, "output-tail:boxes")
+
+
+def test_search_stage_keys_its_builders_plugins_by_the_recipe_folder(tmp_path):
+    from trtpipe.recipe import load
+
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [2, 16]}\nstages:\n"
+        "  search: {uses: precision-search, budget: {y: {mean_abs: 1.0}}, builder: {plugins: [lib/p.so]}}\n"
+    )
+    recipe = load(tmp_path / "r.yaml")
+    assert recipe.stage("search").key_files(recipe) == {"plugin:lib/p.so": tmp_path / "lib/p.so"}

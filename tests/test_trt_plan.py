@@ -144,3 +144,12 @@ def test_build_errors_name_the_onnx_nodes():
     assert text == "Could not find any implementation for node {ForeignNode[/fc/MatMul.../head/Add_1]}."
     assert layers.mentioned_nodes(text, KNOWN) == ["/fc/MatMul", "/head/Add_1"]
     assert layers.mentioned_nodes("Error in layer /act/Relu_2: no kernel", KNOWN) == ["/act/Relu"]
+
+
+def test_a_failed_myelin_region_spans_its_first_to_its_last_node():
+    order = ["/in/Conv", "/fc/MatMul", "/act/Relu", "/head/Add_1", "/out/Sigmoid"]
+    region = "Could not find any implementation for node {ForeignNode[/fc/MatMul.../head/Add_1]}."
+    assert layers.failed_nodes(region, order) == ["/fc/MatMul", "/act/Relu", "/head/Add_1"]
+    one_end = "Could not find any implementation for node {ForeignNode[onnx::MatMul_85 + (Unnamed Layer* 4)...]}"
+    assert layers.failed_nodes(one_end, order) == []
+    assert layers.failed_nodes("Error in layer /act/Relu_2: no kernel", order) == ["/act/Relu"]

@@ -25,6 +25,14 @@ class StageError(TrtpipeError):
     """A stage could not produce its outputs (exit 1)."""
 
 
+class BuildError(StageError):
+    """A backend could not build a model. `nodes`: the ONNX nodes of the layer it failed on, where it names one."""
+
+    def __init__(self, message: str, hint: str | None = None, nodes: list[str] | None = None):
+        super().__init__(message, hint)
+        self.nodes = nodes or []
+
+
 def did_you_mean(word: str, choices) -> str:
     import difflib
 

@@ -28,6 +28,7 @@ class Plugin:
     version: str = "1"
     namespace: str = ""
     note: str = ""
+    io_dtypes: tuple[str, ...] = ("float32",)  # what every float input and output may be, all alike
 
     def attrs(self, **fields: Any) -> dict[str, Any]:
         return {**fields, "plugin_version": self.version, "plugin_namespace": self.namespace}
@@ -39,7 +40,8 @@ PLUGINS = {
         note="TensorRT's built-in LayerNorm plugin (fields epsilon, axis; inputs x, gamma, beta), registered by "
         "libnvinfer_plugin 8.5 and 8.6 (seen in the 8.6.0 wheel); on 8.6+ ONNX LayerNormalization imports natively; "
         "not used for rows of <= 32 values, which it normalizes with epsilon * n**2"),
-    "trtpipe_layernorm": Plugin("TrtpipeLayerNorm", note="trtpipe's own plugin (plugins_src/layernorm)"),
+    "trtpipe_layernorm": Plugin("TrtpipeLayerNorm", note="trtpipe's own plugin (plugins_src/layernorm), FP32 math",
+                                io_dtypes=("float32", "float16")),
 }
 
 

@@ -184,15 +184,16 @@ def assign_roles(graph: gs.Graph, fp32_nodes: Mapping[str, str], dtype: str) -> 
         if not ins and not outs:
             continue
         schema = ops.schema(node.op, node.domain, graph.opset)
+        plugin = schema is None and ops.plugin_allows(node.op, node.domain, dtype)
         role = Role(
             "low",
             heavy=node.op in ops.HEAVY_OPS,
-            ins={i: schema is not None and ops.allows(schema, i, False, dtype) for i in ins},
-            outs={i: schema is not None and ops.allows(schema, i, True, dtype) for i in outs},
+            ins={i: plugin or schema is not None and ops.allows(schema, i, False, dtype) for i in ins},
+            outs={i: plugin or schema is not None and ops.allows(schema, i, True, dtype) for i in outs},
         )
         if node.name in fp32_nodes:
             role.kind, role.reason = "fp32", fp32_nodes[node.name]
-        elif schema is None:
+        elif schema is None and not plugin:
             role.kind, role.reason = "fp32", "unknown-op"
         elif node.op in ops.DTYPE_ATTRIBUTE_OPS:
             role.kind, role.reason = "fp32", "dtype-attribute"

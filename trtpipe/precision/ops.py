@@ -62,6 +62,13 @@ def schema(op_type: str, domain: str, opset: int):
         return None
 
 
+def plugin_allows(op_type: str, domain: str, dtype: str) -> bool:
+    """Whether a TensorRT plugin node of trtpipe's (trtpipe.fusions.PLUGINS) takes and gives `dtype` tensors."""
+    from trtpipe.fusions.registry import PLUGIN_DOMAIN, PLUGINS
+
+    return domain == PLUGIN_DOMAIN and any(p.op == op_type and dtype in p.io_dtypes for p in PLUGINS.values())
+
+
 def allows(op_schema, index: int, output: bool, dtype: str) -> bool:
     """Whether input/output `index` of an op with this schema may hold `dtype` ("float16" or "bfloat16")."""
     formals = op_schema.outputs if output else op_schema.inputs

@@ -34,10 +34,17 @@ class MixedPrecision(Stage, Rules):
     def run(self, ctx: Context) -> Result:
         from trtpipe import onnxio
         from trtpipe.data import make_inputs
+        from trtpipe.errors import StageError
         from trtpipe.precision.convert import convert
         from trtpipe.precision.rules import choose_fp32
 
         model = onnxio.load(ctx.inputs["model"])
+        if plugin_ops(model) and self.activation_max is not None:
+            raise StageError(
+                f"the activation rule runs the model in ONNX Runtime, which cannot run its TensorRT plugin nodes "
+                f"({', '.join(plugin_ops(model))})",
+                hint="set activation_max: null, or choose the FP32 nodes on the graph before fuse-plugins",
+            )
         feeds = make_inputs(ctx.recipe)
         rules = Rules(**self.model_dump(include=set(Rules.model_fields)))
         ctx.report("choosing FP32 nodes")
@@ -62,6 +69,12 @@ def metrics(conversion) -> dict:
     }
 
 
+def plugin_ops(model) -> list[str]:
+    from trtpipe.fusions.registry import PLUGIN_DOMAIN
+
+    return sorted({n.op_type for n in model.graph.node if n.domain == PLUGIN_DOMAIN})
+
+
 def check_runs(model, feeds: dict, dtype: str) -> str:
     """Load and run the mixed model in ONNX Runtime, then check its outputs stay finite with float16 storage emulated
     (trtpipe.precision.emulate). Returns "passed", or why it was skipped."""
@@ -74,6 +87,8 @@ def check_runs(model, feeds: dict, dtype: str) -> str:
 
     if dtype == "bfloat16":
         return "skipped: ONNX Runtime has no bfloat16 CPU kernels"
+    if plugins := plugin_ops(model):
+        return f"skipped: ONNX Runtime cannot run TensorRT plugin nodes ({', '.join(plugins)})"
     feeds = input_dtypes(model, feeds)
     for graph in (model, emulate(model)):
         session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])

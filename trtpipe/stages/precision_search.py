@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -13,7 +14,8 @@ from trtpipe.trt.config import BuildOptions
 class PrecisionSearch(Stage):
     """The smallest FP32 set that meets `budget` per output on the recipe's target (trtpipe.precision.search).
 
-    Builds low precision everywhere but the pins first; when that misses the budget, starts from the `ranking` of a
+    Builds low precision everywhere but the pins first (when that does not build, once more with the nodes of the
+    layer the backend failed on FP32, else the stage fails); when that misses the budget, starts from the `ranking` of a
     sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes what is not needed (delta
     debugging), then merges FP32 islands where that removes Casts and keeps the budget.
     `fp32_nodes` and the tails of `output_tails` (trtpipe.precision.rules.output_tail) are pinned FP32. On ONNX
@@ -39,7 +41,10 @@ class PrecisionSearch(Stage):
     output_tails: list[str] = []
     merge_cost: float | None = Field(0.5, ge=0)
     chunk: int = Field(64, ge=1)
-    builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds
+    builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds (plugins as in build)
+
+    def key_files(self, recipe) -> dict[str, Path]:
+        return super().key_files(recipe) | {f"plugin:{p}": recipe.dir / p for p in self.builder.plugins}
 
     def run(self, ctx: Context) -> Result:
         import json
@@ -69,7 +74,10 @@ class PrecisionSearch(Stage):
         if self.output_tails:
             candidates = set(analysis.candidates)
             pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
-        backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **self.builder.model_dump(exclude_unset=True))
+        options = self.builder.model_dump(exclude_unset=True)
+        if self.builder.plugins:
+            options["plugins"] = [ctx.recipe.dir / p for p in self.builder.plugins]
+        backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **options)
         evaluate = Evaluator(
             model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,
             emulate=ctx.target == "onnxruntime", report=ctx.report,

@@ -15,7 +15,7 @@ import onnx
 import tensorrt as trt
 from loguru import logger
 
-from trtpipe.errors import StageError
+from trtpipe.errors import BuildError, StageError
 from trtpipe.trt import config, layers, precision
 from trtpipe.trt.config import BuildOptions, Shapes
 
@@ -284,15 +284,15 @@ def parse_failure(parser, model: onnx.ModelProto, log_path: Path | None) -> Stag
     )
 
 
-def build_failure(errors: list[str], model: onnx.ModelProto, log_path: Path | None) -> StageError:
+def build_failure(errors: list[str], model: onnx.ModelProto, log_path: Path | None) -> BuildError:
     reasons = [layers.reason(e) for e in errors] or ["TensorRT gave no error message"]
     main = next((r for r in reasons if "could not find any implementation" in r.lower()), reasons[-1])
     ops = {precision.node_name(n): n.op_type for n in model.graph.node}
     nodes = layers.mentioned_nodes(main, ops)
     where = f"; ONNX nodes: {', '.join(f'{n} ({ops[n]})' for n in nodes)}" if nodes else ""
     hint = next((h for pattern, h in FAILURE_HINTS if pattern in main.lower()), None)
-    return StageError(f"TensorRT {trt.__version__} could not build the engine: {main}{where}",
-                      hint=with_log(hint, log_path))
+    return BuildError(f"TensorRT {trt.__version__} could not build the engine: {main}{where}",
+                      hint=with_log(hint, log_path), nodes=layers.failed_nodes(main, list(ops)))
 
 
 def with_log(hint: str | None, log_path: Path | None) -> str | None:

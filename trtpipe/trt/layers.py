@@ -99,5 +99,15 @@ def mentioned_nodes(text: str, known: Container[str]) -> list[str]:
     return list(dict.fromkeys(n for name in names for n in onnx_nodes(name, known=known)))
 
 
+def failed_nodes(text: str, order: list[str]) -> list[str]:
+    """The ONNX nodes behind a layer a TensorRT build failure names, `order` being the graph's node names in order.
+    A Myelin region ({ForeignNode[first...last]}) holds layers from its first to its last: every node in between."""
+    named = mentioned_nodes(text, set(order))
+    if "{ForeignNode[" not in text or len(named) < 2:
+        return named
+    where = sorted(order.index(n) for n in named)
+    return order[where[0] : where[-1] + 1]
+
+
 def squeeze(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
