@@ -39,8 +39,9 @@ GPU_WHEELS := pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typi
 	typing-extensions==4.16.0 loguru==0.7.3 pyyaml==6.0.3 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
 	pygments==2.21.0
 
-# The GPU bundle with the real cuBLAS and NVRTC 12 (TensorRT 8.6's Myelin needs both for FP16 DAB-DETR-R50: with the
-# stubs, or with the image's CUDA 13 NVRTC, it fails with "NVRTC Compilation failure" and then finds no implementation).
+# The GPU bundle with the real cuBLAS and NVRTC 12 (the image's NVRTC is CUDA 13's; with it and the cuBLAS stubs,
+# TensorRT 8.6's Myelin logged "NVRTC Compilation failure"). With both, DAB-DETR-R50's Myelin regions still found no
+# implementation in FP16 on the H200 (recipes/dab_detr.yaml: hence the LayerNorm plugin).
 # ../shared/gpu/pack.sh pins nvidia-cublas-cu12 12.1.3.1, which this machine's package index lacks; 12.6.4.1 keeps the
 # libcublas.so.12 soname that TensorRT 8.6 links. NVRTC lands in site/nvidia/cuda_nvrtc/lib, which
 # bench/gpu_session.sh puts first on LD_LIBRARY_PATH. About 17 parts in .gpuc/.

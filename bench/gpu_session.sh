@@ -9,8 +9,9 @@
 #       `trt_fp16_naive`, `trtpipe` (call it again if it runs out of time: it resumes) and `report`. Each call leaves
 #       its log, the lock file and the results so far (dab_detr_<gpu>_<date>.json) in $OUT.
 #
-# Or everything in one lease, in the background while the bundle's parts arrive (carry .whl and build/ with the
-# first call, one part per later call):
+# Or everything in one lease, in the background while the bundle's parts arrive (carry .whl, the first part and
+# build/plugins/libtrtpipe_layernorm_plugin.so (make plugins) with the first call, one part per later call; make each
+# call as soon as the last returns: the machine goes back 30 s after a call ends, with all it holds):
 #   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export and the torch rows,
 #                                          then, once every part is in, the TensorRT rows (naive FP16 first), the
 #                                          report and batch 8 (recipes/dab_detr_b8.yaml)
@@ -18,6 +19,7 @@
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
 #                                          and the parts from GPU_PARTS (default .gpu)
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
+# TORCH_STEPS and TRT_STEPS (steps of bench/dab_detr.py) change what `start` runs under each python.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -58,6 +60,7 @@ poll)
   mkdir -p "$OUT/trt"  # TensorRT's build logs, by stage directory, and the timing cache
   find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$OUT/trt/$(basename "$(dirname "$f")").log"; done
   find /tmp/cache -maxdepth 2 -name '*timing*' -exec cp {} "$OUT/trt/" \;
+  (cd /tmp/cache/scratch 2>/dev/null && tar czf "$OUT/evaluations.tgz" ./*/evaluations/*.json 2>/dev/null)
   tail -n 40 "$JOB/log"; [ -e "$JOB/done" ] && echo "pipeline done: $(cat "$JOB/done")"
   ;;
 pipeline)
@@ -66,11 +69,11 @@ pipeline)
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
   # The torch rows while the parts arrive; the TensorRT rows after them, the naive FP16 build first to warm the
   # timing cache for trtpipe's candidates.
-  /tmp/torch-python bench/dab_detr.py $r50 --step export torch
+  /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export torch}
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
-  python bench/dab_detr.py $r50 --target tensorrt --step trt_fp16_naive trtpipe trt_fp32 report b8
+  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trt_fp16_naive trtpipe trt_fp32 report b8}
   cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
   echo ok > "$JOB/done"
   ;;
