@@ -23,7 +23,7 @@ class Build(Stage, BuildOptions):
     model: Ref | None = None
 
     def key_files(self, recipe) -> dict[str, Path]:
-        return super().key_files(recipe) | {f"plugin:{p}": recipe.dir / p for p in self.plugins}
+        return super().key_files(recipe) | self.plugin_files(recipe.dir)
 
     def run(self, ctx: Context) -> Result:
         if ctx.target == "onnxruntime":
@@ -31,7 +31,7 @@ class Build(Stage, BuildOptions):
         from trtpipe import data
         from trtpipe.trt import builder, config, layers, runtime
 
-        options = self.model_copy(update={"plugins": [ctx.recipe.dir / p for p in self.plugins]})
+        options = self.model_copy(update={"plugins": list(self.plugin_files(ctx.recipe.dir).values())})
         shapes = config.recipe_shapes(ctx.recipe)
         ctx.report("building the TensorRT engine")
         built = builder.build(

@@ -39,10 +39,10 @@ class MixedPrecision(Stage, Rules):
         from trtpipe.precision.rules import choose_fp32
 
         model = onnxio.load(ctx.inputs["model"])
-        if plugin_ops(model) and self.activation_max is not None:
+        if (plugins := plugin_ops(model)) and self.activation_max is not None:
             raise StageError(
                 f"the activation rule runs the model in ONNX Runtime, which cannot run its TensorRT plugin nodes "
-                f"({', '.join(plugin_ops(model))})",
+                f"({', '.join(plugins)})",
                 hint="set activation_max: null, or choose the FP32 nodes on the graph before fuse-plugins",
             )
         feeds = make_inputs(ctx.recipe)

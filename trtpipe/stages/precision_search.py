@@ -44,7 +44,7 @@ class PrecisionSearch(Stage):
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds (plugins as in build)
 
     def key_files(self, recipe) -> dict[str, Path]:
-        return super().key_files(recipe) | {f"plugin:{p}": recipe.dir / p for p in self.builder.plugins}
+        return super().key_files(recipe) | self.builder.plugin_files(recipe.dir)
 
     def run(self, ctx: Context) -> Result:
         import json
@@ -76,7 +76,7 @@ class PrecisionSearch(Stage):
             pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
         options = self.builder.model_dump(exclude_unset=True)
         if self.builder.plugins:
-            options["plugins"] = [ctx.recipe.dir / p for p in self.builder.plugins]
+            options["plugins"] = list(self.builder.plugin_files(ctx.recipe.dir).values())
         backend = get_backend(ctx.target, ctx.recipe, ctx.cache_dir, **options)
         evaluate = Evaluator(
             model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,

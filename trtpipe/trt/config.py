@@ -57,6 +57,10 @@ class BuildOptions(BaseModel):
     tactic_sources: list[str] | None = None  # TacticSource names; None: the version's default (see TACTICS_BEFORE_10)
     plugins: list[Path] = []  # plugin libraries to load before parsing
 
+    def plugin_files(self, folder: Path) -> dict[str, Path]:
+        """Cache-key name -> path of each plugin library, which a recipe names relative to its folder."""
+        return {f"plugin:{p}": folder / p for p in self.plugins}
+
 
 @dataclass(frozen=True)
 class Setup:
