@@ -20,6 +20,9 @@
 #                                          and the parts from GPU_PARTS (default .gpu)
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
 # TORCH_STEPS and TRT_STEPS (steps of bench/dab_detr.py) change what `start` runs under each python.
+# LayerNorm kernel variants: .lnx/v0/ and .lnx/v1/ (ignored), each the outputs of `make plugins BUILD_DIR=...` of one
+# kernel source, carried with a `part` call; `pipeline` then times each variant's layernorm_bench (FP16) and runs
+# bench/layernorm.py on v1 before the TensorRT rows, v0's plugin taking over if v1 fails a check.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -39,17 +42,30 @@ torch_python() {
     "$PWD" "${LD_LIBRARY_PATH:-}" "$(command -v python3)" > /tmp/torch-python && chmod +x /tmp/torch-python
 }
 
+# FP16 timings of each kernel variant in /tmp/lnx/v*/, then bench/layernorm.py on v1's library; where v1 fails a
+# check, v0's plugin replaces the one the recipes load.
+layernorm_variants() {
+  local shapes="32768x256 16384x512 10922x768 8192x1024 5461x1536 4096x2048 2730x3072 2048x4096 87381x1536 65536x2048"
+  cp /tmp/lnx/v1/libtrtpipe_layernorm.so /tmp/plugins/  # for the kernel tests
+  for v in /tmp/lnx/v*; do echo "== $v"; "$v/layernorm_bench" f16 $shapes; done > "$1/layernorm_variants.txt" 2>&1
+  /tmp/torch-python bench/layernorm.py --lib /tmp/lnx/v1/libtrtpipe_layernorm.so --out-dir "$1" \
+    > "$1/layernorm_py.txt" 2>&1 || cp /tmp/lnx/v0/libtrtpipe_layernorm_plugin.so /tmp/plugins/
+  tail -n 4 "$1/layernorm_py.txt"
+}
+
 JOB=/tmp/job
 
 case "${1:-tests}" in
 start)
   torch_python || { echo "cannot install .whl/ for the image's python3: carry .whl (make gpu-wheels)"; exit 1; }
-  mkdir -p "$JOB/out" /opt/trtparts
+  mkdir -p "$JOB/out" /opt/trtparts /tmp/plugins
+  cp build/plugins/*.so /tmp/plugins/ 2>/dev/null  # the plugin the recipes load, kept whatever later calls carry
   setsid nohup bash bench/gpu_session.sh pipeline > "$JOB/log" 2>&1 < /dev/null &
   sleep 20; cat "$JOB/log"
   ;;
 part)
   cp "${GPU_PARTS:-.gpu}/part$2"/* /opt/trtparts/ && echo "part $2 in"
+  [ -d .lnx ] && cp -r .lnx /tmp/lnx && echo "LayerNorm variants in"
   [ "${3:-}" = last ] && touch /opt/trtparts/.all
   tail -n 5 "$JOB/log"
   ;;
@@ -71,9 +87,13 @@ pipeline)
   # timing cache for trtpipe's candidates.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export torch}
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
+  [ -d /tmp/lnx ] && layernorm_variants "$O"
+  mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
+  timeout 180 python -m pytest -q -m gpu tests/test_layernorm_plugin.py tests/test_trt_gpu.py -k \
+    "plugin or constrain or mixed_engine" 2>&1 | tail -n 15 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
-  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trt_fp16_naive trtpipe trt_fp32 report b8}
+  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report b8}
   cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
   echo ok > "$JOB/done"
   ;;

@@ -127,6 +127,22 @@ def test_mixed_engine_runs_the_graph_precision_plan(tmp_path, constraints):
     assert error_stats(out, fp32)["max_abs"] < 5e-3
 
 
+def test_constrain_fp32_pins_only_the_plans_fp32_layers(tmp_path):
+    from trtpipe.trt import builder, layers, runtime
+    from trtpipe.trt.config import BuildOptions
+
+    path = conv_model(tmp_path / "mixed.onnx", mixed=True)
+    built = builder.build(path, BuildOptions(constraints="prefer", constrain="fp32"), SHAPES)
+    fp32_nodes = [node for node, kind in built.onnx_plan.items() if kind == "fp32"]
+    assert built.metrics["constrained_layers"] == {"fp32": len(fp32_nodes)} and fp32_nodes
+    session = runtime.Session(runtime.deserialize(built.plan))
+    rows = layers.table(session.describe(), known=built.onnx_plan)
+    assert all(m["plan"] == "fp16" for m in layers.plan_mismatches(rows, built.onnx_plan))
+    feeds = inputs(2)
+    fp32 = onnxruntime(conv_model(tmp_path / "fp32.onnx"), feeds)["y"]
+    assert error_stats(session.run(feeds)["y"], fp32)["max_abs"] < 5e-3
+
+
 def test_naive_fp16_build_lets_tensorrt_choose(tmp_path):
     import tensorrt as trt
 

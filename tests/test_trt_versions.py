@@ -33,6 +33,14 @@ def test_8_6_prefer_constraints_and_an_fp32_graph():
     assert fp32.flags == () and not fp32.constrain_layers
 
 
+def test_constrain_fp32_leaves_the_low_precision_layers_to_tensorrt():
+    assert setup(BuildOptions(), (8, 6), MIXED).constrain_layers == {"fp16", "fp32"}
+    s = setup(BuildOptions(constraints="prefer", constrain="fp32"), (8, 6), MIXED)
+    assert s.constrain_layers == {"fp32"} and s.flags == ("FP16", "PREFER_PRECISION_CONSTRAINTS")
+    assert not setup(BuildOptions(constrain="fp32"), (8, 6), {"fp32"}).constrain_layers
+    assert not setup(BuildOptions(constrain="fp32"), (10, 12), MIXED).constrain_layers
+
+
 def test_8_6_naive_fp16_lets_tensorrt_choose():
     s = setup(BuildOptions(precision="fp16", tf32=True), (8, 6), {"fp32"})
     assert s.flags == ("FP16", "TF32") and not s.constrain_layers and s.cleared == ()

@@ -181,7 +181,8 @@ def buildable(evaluate: Evaluator) -> list[str]:
     raise StageError(
         failed,
         hint="keep the failing region FP32 (fp32_nodes), relax the builder's constraints (builder: {constraints: "
-        "prefer}), or replace the op the backend has no kernel for (fuse-plugins: {PATTERN: {trt-plugin: NAME}})",
+        "prefer} or {constrain: fp32}), or replace the op the backend has no kernel for (fuse-plugins: {PATTERN: "
+        "{trt-plugin: NAME}})",
     )
 
 

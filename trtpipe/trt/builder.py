@@ -24,7 +24,8 @@ PLAN_TO_TRT = {plan: name for name, plan in TRT_TYPES.items()}
 NO_PRECISION = {"CONSTANT", "CAST", "SHAPE"}  # layer types whose precision means nothing
 FAILURE_HINTS = [
     ("could not find any implementation", "no kernel satisfies this layer's precision, formats and workspace: try "
-     "constraints: prefer, a larger workspace_mb, or FP32 for these nodes (fp32_nodes)"),
+     "constraints: prefer, constrain: fp32 (only the plan's FP32 layers constrained), a larger workspace_mb, or FP32 "
+     "for these nodes (fp32_nodes)"),
     ("profile", "the optimization profile comes from the recipe's inputs (shape, dims min/opt/max)"),
 ]
 LIBNVINFER = f"libnvinfer.so.{trt.__version__.split('.')[0]}"  # the soname plugin libraries for this TensorRT link
@@ -90,7 +91,7 @@ def build(
     if not parsed:
         LOG.write(log_path, mark)
         raise parse_failure(parser, model, log_path)
-    constrained = constrain_layers(network, onnx_plan) if setup.constrain_layers else {}
+    constrained = constrain_layers(network, onnx_plan, setup.constrain_layers) if setup.constrain_layers else {}
     cfg = builder_config(builder, network, options, setup, shapes or static_shapes(model))
     cache_state = use_timing_cache(cfg, timing_cache)
     serialized = builder.build_serialized_network(network, cfg)
@@ -176,12 +177,12 @@ def shared_runtime() -> trt.Runtime:
     return trt.Runtime(LOG)
 
 
-def constrain_layers(network, onnx_plan: dict[str, str]) -> dict[str, int]:
+def constrain_layers(network, onnx_plan: dict[str, str], kinds: frozenset[str]) -> dict[str, int]:
     """Weak typing: each layer with float tensors constrained to the type its ONNX node computes in (the plan; the
     parser names a layer after its node), a layer of no node to the type precision.compute_type gives for its
-    tensors. The plan comes from the ONNX graph because a weakly typed network's own tensor types need not be the
-    graph's ("Tensor DataType is determined at build time for tensors not marked as input or output", TensorRT 8.6).
-    Returns the number of layers per type."""
+    tensors; only where that type is one of `kinds`. The plan comes from the ONNX graph because a weakly typed
+    network's own tensor types need not be the graph's ("Tensor DataType is determined at build time for tensors not
+    marked as input or output", TensorRT 8.6). Returns the number of layers per type."""
     done = Counter()
     for layer in (network.get_layer(i) for i in range(network.num_layers)):
         if layer.type.name in NO_PRECISION:
@@ -193,6 +194,8 @@ def constrain_layers(network, onnx_plan: dict[str, str]) -> dict[str, int]:
             continue
         nodes = layers.onnx_nodes(layer.name, known=onnx_plan)
         kind = onnx_plan[nodes[0]] if nodes else own
+        if kind not in kinds:
+            continue
         dtype = getattr(trt.DataType, PLAN_TO_TRT[kind])
         layer.precision = dtype
         for k, out in enumerate(outputs):

@@ -6,10 +6,13 @@ to FP32 by rewriting the graph). How the plan reaches TensorRT depends on the ve
 - strongly typed network (default from TensorRT 10.12, which deprecated weak typing; the only mode on 11.x):
   TensorRT follows the graph's types; there are no precision flags or constraints to set;
 - weak typing (8.6 to 10.x): the FP16/BF16 builder flags the graph needs, and every layer constrained to the type
-  it computes in according to those same types (builder.constrain_layers), with OBEY or PREFER constraints.
+  it computes in according to those same types (builder.constrain_layers), with OBEY or PREFER constraints;
+  `constrain: fp32` constrains only the layers the plan puts in FP32 and lets TensorRT pick FP16 or FP32 for the
+  others, as pinning layers by hand does.
 
-Both give every ONNX node the same precision. `precision: fp16|bf16` is the classic weakly typed build in which
-TensorRT may pick the low type for any layer; a strongly typed network cannot express it.
+Both give every ONNX node the same precision (with `constrain: fp32`, at least the plan's FP32 nodes).
+`precision: fp16|bf16` is the classic weakly typed build in which TensorRT may pick the low type for any layer; a
+strongly typed network cannot express it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class BuildOptions(BaseModel):
     typing: Literal["auto", "strong", "weak"] = "auto"
     precision: Literal["graph", "fp16", "bf16"] = "graph"
     constraints: Literal["obey", "prefer", "none"] = "obey"
+    constrain: Literal["all", "fp32"] = "all"  # weak typing: the layers that get a precision constraint
     fp32_nodes: list[str] = []  # ONNX node names or regular expressions (full match)
     optimization_level: int = Field(3, ge=0, le=5)
     max_aux_streams: int | None = Field(None, ge=0)
@@ -70,7 +74,7 @@ class Setup:
     network_flags: tuple[str, ...]  # NetworkDefinitionCreationFlag
     flags: tuple[str, ...]  # BuilderFlag to set
     cleared: tuple[str, ...]  # BuilderFlag to clear
-    constrain_layers: bool  # weak typing: each layer constrained to the type it computes in
+    constrain_layers: frozenset[str]  # weak typing: layers of these plan types constrained to their type
     tactic_sources: tuple[str, ...] | None  # TacticSource; None keeps TensorRT's default
 
 
@@ -117,6 +121,7 @@ def setup(options: BuildOptions, version: Version, graph_types: set[str]) -> Set
         raise StageError(f"TensorRT {dotted(version)} has no BF16 (trtpipe uses it from {dotted(BF16_FROM)})",
                          hint="use fp16 in the mixed-precision stage")
     constrain = typing == "weak" and options.precision == "graph" and options.constraints != "none" and bool(low)
+    constrained = frozenset(({"fp32"} if options.constrain == "fp32" else low | {"fp32"}) if constrain else ())
     flags = [LOW_FLAGS[t] for t in sorted(low)] if typing == "weak" else []
     if constrain:
         flags.append(f"{options.constraints.upper()}_PRECISION_CONSTRAINTS")
@@ -137,7 +142,7 @@ def setup(options: BuildOptions, version: Version, graph_types: set[str]) -> Set
         network_flags=network_flags,
         flags=tuple(flags),
         cleared=() if options.tf32 else ("TF32",),
-        constrain_layers=constrain,
+        constrain_layers=constrained,
         tactic_sources=tuple(tactics) if tactics is not None else None,
     )
 
