@@ -1,7 +1,7 @@
 // LayerNorm over the last axis of a rows x cols tensor: FP32 or FP16 I/O, FP32 statistics.
 //
-// Rows of up to 1024 packs stay in registers, held by a group of threads (a few lanes, a warp, or up to eight warps)
-// that reduces with shuffles, and through shared memory between warps. Longer rows get a block each, cached in shared
+// Rows of up to 16 KiB of packs stay in registers, held by a group of threads (a few lanes, a warp, or up to sixteen
+// warps) that reduces with shuffles, and through shared memory between warps. Longer rows get a block each, cached in shared
 // memory between passes, or read again from global memory when they do not fit in shared memory.
 // Statistics are two-pass: the mean, then the mean squared deviation from it.
 // Loads and stores move packs of up to 16 bytes; the pack shrinks to a divisor of cols when cols (or a pointer's
@@ -18,11 +18,11 @@ namespace
 
 constexpr int kWarpSize = 32;
 constexpr int kMaxBlockThreads = 1024;
-// Register kernel: packs (of at most 16 bytes) per thread; threads per block, or per row where a row takes more; most
-// threads per row (so rows of up to 1024 packs, 16 KiB of full packs).
-constexpr int kPacks = 4;
+// Register kernel: threads per block, or per row where a row takes more; bytes of full packs a thread holds, and a row
+// holds at most: 64 and 16 KiB (4 FP32 packs a thread, up to 256 threads a row; FP16: 2 packs, 512 threads).
 constexpr int kRowsBlockThreads = 128;
-constexpr int kMaxRowThreads = 256;
+constexpr int kThreadBytes = 64;
+constexpr int kRowBytes = 16 * 1024;
 constexpr int kUncachedBlockThreads = 512;
 constexpr size_t kDefaultSharedMemory = 48 * 1024;
 
@@ -120,13 +120,19 @@ constexpr int rowsBlockThreads()
     return G > kRowsBlockThreads ? G : kRowsBlockThreads;
 }
 
-// Warps per SM that ptxas must fit, a full SM's 32 where that takes no spills: with the next row's packs in flight,
-// 32 warps of 4 packs a thread keep 64 KiB of loads in flight per SM. FP16 values take twice their bytes in registers
-// once converted: at 4 packs a thread those kernels need up to 80 registers, 24 warps.
-template <typename T, int N>
-constexpr int rowsMinWarps()
+// Packs of a thread and threads of a row at most. FP16 values take twice their bytes in registers once converted: at
+// 4 packs a thread those kernels need 80 registers, so 24 warps per SM, and a 16 MiB tensor took 2.6 of those waves
+// of rows; at 2 packs every instance fits 32 warps (64 registers) without spills.
+template <typename T>
+constexpr int maxPacks()
 {
-    return sizeof(T) == 2 && N == kPacks ? 24 : 32;
+    return kThreadBytes / 16 / (sizeof(T) == 2 ? 2 : 1);
+}
+
+template <typename T>
+constexpr int maxRowThreads()
+{
+    return kRowBytes / (maxPacks<T>() * 16);
 }
 
 // A group of G threads normalizes a row of at most G * N packs, each thread holding N packs of P values in registers;
@@ -134,7 +140,7 @@ constexpr int rowsMinWarps()
 // rows with the whole grid as stride, each thread loading its packs of the next row before it works on the current
 // one, so that loads stay in flight while it computes.
 template <typename T, int P, int N, int G, int BLOCK = rowsBlockThreads<G>()>
-__global__ void __launch_bounds__(BLOCK, rowsMinWarps<T, N>() * kWarpSize / BLOCK)
+__global__ void __launch_bounds__(BLOCK, kMaxBlockThreads / BLOCK)
     layerNormRows(T const* __restrict__ x, T const* __restrict__ gamma, T const* __restrict__ beta, T* __restrict__ y,
         int64_t rows, int cols, float eps)
 {
@@ -298,22 +304,24 @@ cudaError_t launchRows(Args<T> const& a, cudaStream_t stream)
     return launch<T>(kernel, blocks, threads, 0, a, stream);
 }
 
-// A row of at most kMaxRowThreads * kPacks packs: the packs per thread grow to kPacks, then the threads per row, until
-// the group covers the row.
+// A row of at most maxRowThreads * maxPacks packs: the packs per thread grow to maxPacks, then the threads per row,
+// until the group covers the row. Rows of 3 * 2^k packs take 3 packs a thread, so that no thread holds an empty pack.
 template <typename T, int P, int N, int G>
 cudaError_t launchRegisterRows(Args<T> const& a, cudaStream_t stream)
 {
+    constexpr int kMax = maxPacks<T>();
     if (a.cols > G * N * P)
     {
-        if constexpr (N < kPacks)
+        if constexpr (N < kMax)
             return launchRegisterRows<T, P, 2 * N, G>(a, stream);
-        else if constexpr (G < kMaxRowThreads)
+        else if constexpr (G < maxRowThreads<T>())
             return launchRegisterRows<T, P, N, 2 * G>(a, stream);
     }
-    if constexpr (N == kPacks)
+    if constexpr (N == kMax && G * N >= 4)
     {
-        if (a.cols <= G * (kPacks - 1) * P) // rows of 3 * 2^k packs: no thread holds an empty pack
-            return launchRows<T, P, kPacks - 1, G>(a, stream);
+        constexpr int threads = G * N / 4; // three packs each: 3/4 of the group's packs
+        if (a.cols <= threads * 3 * P)
+            return launchRows<T, P, 3, threads>(a, stream);
     }
     return launchRows<T, P, N, G>(a, stream);
 }
@@ -381,7 +389,7 @@ cudaError_t dispatch(Args<T> const& a, cudaStream_t stream)
         if (!fits)
             return dispatch<T, P / 2>(a, stream);
     }
-    if (a.cols <= kMaxRowThreads * kPacks * P)
+    if (a.cols <= maxRowThreads<T>() * maxPacks<T>() * P)
         return launchRegisterRows<T, P, 1, 1>(a, stream);
     return launchBlockRows<T, P>(a, stream);
 }
