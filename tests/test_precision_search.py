@@ -156,9 +156,35 @@ def test_greedy_finds_the_shortest_meeting_prefix():
     assert calls == [0, 1, 2, 4, 8, 6, 5]
 
 
+def test_greedy_stops_bisecting_when_told_and_keeps_a_meeting_prefix():
+    calls = []
+
+    def met(fp32):
+        calls.append(len(fp32))
+        return {"c", "f"} <= set(fp32)
+
+    assert greedy(list("abcdefghij"), met, more=lambda: len(calls) < 6) == list("abcdef")
+    assert calls == [0, 1, 2, 4, 8, 6]
+    calls.clear()
+    assert greedy(list("abcdefghij"), met, more=lambda: len(calls) < 5) == list("abcdefgh")
+    assert calls == [0, 1, 2, 4, 8]
+
+
+def test_max_evaluations_bounds_the_refining_and_replays_alike(tmp_path):
+    ranking = ranked("reversed")
+    whole = search(evaluator(tmp_path / "whole"), ranking)
+    bounded = search(evaluator(tmp_path / "bounded"), ranking, max_evaluations=4)
+    assert bounded.evaluation.met and "/big/MatMul" in bounded.fp32
+    assert bounded.evaluations < whole.evaluations and len(bounded.fp32) > len(whole.fp32)
+    again = search(evaluator(tmp_path / "bounded"), ranking, max_evaluations=4)
+    assert again.ran == 0 and again.fp32 == bounded.fp32
+    assert search(evaluator(tmp_path / "whole"), ranking, max_evaluations=whole.evaluations).fp32 == whole.fp32
+
+
 def test_ddmin_keeps_only_what_is_needed():
     assert ddmin(list("abcdefghij"), lambda s: {"c", "h"} <= set(s)) == ["c", "h"]
     assert ddmin(list("abc"), lambda s: True) == []
+    assert ddmin(list("abcd"), lambda s: True, more=lambda: False) == list("abcd")
 
 
 # ---------------------------------------------------------------- the stages

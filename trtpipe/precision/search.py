@@ -9,6 +9,9 @@
    is still met.
 Each evaluated candidate is stored in `scratch` under the digest of its FP32 set: a search that was interrupted
 resumes by replaying its decisions from those records, evaluating only what it had not reached.
+With `max_evaluations` (a TensorRT candidate is a build of a minute or more), the search stops refining once that
+many candidates were evaluated: the doubling still runs until a prefix meets the budget, then bisection, delta
+debugging and the island merge stop where the count runs out, keeping the smallest set met so far.
 """
 
 from __future__ import annotations
@@ -136,7 +139,10 @@ class SearchResult:
 
 
 def search(
-    evaluate: Evaluator, ranking: list[str] | Callable[[], list[str]], merge_cost: float | None = 0.5
+    evaluate: Evaluator,
+    ranking: list[str] | Callable[[], list[str]],
+    merge_cost: float | None = 0.5,
+    max_evaluations: int | None = None,
 ) -> SearchResult:
     """`ranking`: candidate nodes, most sensitive first (every candidate should be there), or a function that computes
     it, called only when low precision everywhere but the pins misses the budget."""
@@ -145,15 +151,18 @@ def search(
     def met(fp32: list[str]) -> bool:
         return evaluate.met([*base, *fp32])
 
+    def more() -> bool:
+        return max_evaluations is None or len(evaluate.seen) < max_evaluations
+
     ranked: list[str] = []
     chosen: list[str] = []
     if not met([]):
         ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins and n not in base]
-        chosen = greedy(ranked, met)
+        chosen = greedy(ranked, met, more)
     steps = dict.fromkeys(base, "search:build")
-    steps |= {n: f"search:greedy (rank {ranked.index(n) + 1})" for n in ddmin(chosen, met)}
+    steps |= {n: f"search:greedy (rank {ranked.index(n) + 1})" for n in ddmin(chosen, met, more)}
     best = evaluate(steps)
-    if merge_cost is not None:
+    if merge_cost is not None and more():
         merged = [n for n, why in evaluate.convert(steps, merge_cost).fp32.items() if why == "merge-islands"]
         if merged:
             trial = evaluate([*steps, *merged])
@@ -186,8 +195,8 @@ def buildable(evaluate: Evaluator) -> list[str]:
     )
 
 
-def greedy(ranked: list[str], met: Callable[[list[str]], bool]) -> list[str]:
-    """The shortest prefix of `ranked` that meets the budget: doubling, then bisection."""
+def greedy(ranked: list[str], met: Callable[[list[str]], bool], more: Callable[[], bool] = lambda: True) -> list[str]:
+    """The shortest prefix of `ranked` that meets the budget: doubling, then bisection while `more()`."""
     if met([]):
         return []
     good = 1
@@ -199,7 +208,7 @@ def greedy(ranked: list[str], met: Callable[[list[str]], bool]) -> list[str]:
             )
         good = min(2 * good, len(ranked))
     bad = good // 2
-    while good - bad > 1:
+    while good - bad > 1 and more():
         mid = (good + bad) // 2
         if met(ranked[:mid]):
             good = mid
@@ -208,14 +217,16 @@ def greedy(ranked: list[str], met: Callable[[list[str]], bool]) -> list[str]:
     return ranked[:good]
 
 
-def ddmin(chosen: list[str], met: Callable[[list[str]], bool]) -> list[str]:
+def ddmin(chosen: list[str], met: Callable[[list[str]], bool], more: Callable[[], bool] = lambda: True) -> list[str]:
     """Delta debugging: one pass over halves, then quarters, ... then single nodes, dropping each chunk whose removal
-    keeps `met`. Ends 1-minimal (no single node can go) when removing nodes never helps accuracy."""
+    keeps `met`, while `more()`. Ends 1-minimal (no single node can go) when removing nodes never helps accuracy."""
     n = 2
     while chosen:
         size = -(-len(chosen) // n)
         i = 0
         while i < len(chosen):
+            if not more():
+                return chosen
             rest = chosen[:i] + chosen[i + size :]
             if met(rest):
                 chosen = rest
