@@ -13,7 +13,7 @@
 # build/plugins/libtrtpipe_layernorm_plugin.so (make plugins) with the first call, one part per later call; make each
 # call as soon as the last returns: the machine goes back 30 s after a call ends, with all it holds):
 #   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export and the torch rows,
-#                                          then, once every part is in, the TensorRT rows (naive FP16 first), the
+#                                          then, once every part is in, the TensorRT rows (trtpipe's first), the
 #                                          report and batch 8 (recipes/dab_detr_b8.yaml)
 #   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
@@ -86,8 +86,8 @@ pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
-  # The torch rows while the parts arrive; the TensorRT rows after them, the naive FP16 build first to warm the
-  # timing cache for trtpipe's candidates.
+  # The torch rows while the parts arrive; the TensorRT rows after them, trtpipe's first: its search takes the most
+  # device time.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export torch}
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   [ -d /tmp/lnx ] && layernorm_variants "$O"
