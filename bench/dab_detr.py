@@ -70,7 +70,7 @@ TRT_ROWS = {
 }
 LABELS = {key: label for key, (_, label) in TORCH_ROWS.items()} | {
     "trt_fp32": "TensorRT FP32",
-    "trt_fp16_naive": "TensorRT naive FP16",
+    "trt_fp16_naive": "TensorRT naive FP16 (LayerNorm plugin)",
     "trtpipe": "trtpipe",
 }
 BUDGET = {"logits_mean_abs": 1.0e-3, "logits_max_abs": 3.0e-3, "boxes_mean_abs": 2.0e-4}  # issue 7's, for trtpipe

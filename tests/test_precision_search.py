@@ -61,6 +61,15 @@ def test_pins_stay_fp32(tmp_path):
     assert result.fp32 == {"/big/MatMul": result.fp32["/big/MatMul"], "/gate/Sigmoid": "pin"}
 
 
+def test_the_searched_graph_is_its_best_candidate_byte_for_byte(tmp_path):
+    """So that a TensorRT build of the search's output is the candidate's engine (trtpipe.trt.engines)."""
+    evaluate = evaluator(tmp_path, pins={"/gate/Sigmoid": "pin"})
+    result = search(evaluate, ranked())
+    assert result.evaluation.fp32 == ["/big/MatMul"]
+    candidate = evaluate.convert(result.evaluation.fp32).model
+    assert result.conversion.model.SerializeToString() == candidate.SerializeToString()
+
+
 def test_unreachable_budget_is_an_error(tmp_path):
     with pytest.raises(StageError, match="not met even with all 5 candidate nodes"):
         search(evaluator(tmp_path, budget={"y": Budget(cosine=1.5)}), ranked())

@@ -301,3 +301,33 @@ def test_recipe_builds_profiles_compares_and_caches_the_engine(tmp_path, monkeyp
     assert [r.status for r in rerun] == ["cached"] * 4
     forced = Runner(recipe.load(path)).run(Selection(force=["build"]))
     assert forced[1].status == "ran" and forced[1].metrics["timing_cache"] == "loaded"
+    assert forced[1].metrics["engine_reused"] is False
+
+
+SEARCH_RECIPE = """name: search
+model: {onnx: model.onnx}
+inputs:
+  x: {shape: [2, 3, 16, 16], low: -1.0, high: 1.0}
+target: tensorrt
+stages:
+  precision-search: {uses: precision-search, budget: {y: {max_abs: 0.05}}, builder: {optimization_level: 1}}
+  build: {uses: build, after: [precision-search], optimization_level: 1}
+  compare: {uses: compare, engine: build.engine, reference: source.model}
+"""
+
+
+def test_the_build_after_a_search_ships_the_engine_the_search_measured(tmp_path, monkeypatch):
+    from trtpipe import recipe
+    from trtpipe.runner import Runner, Selection
+
+    monkeypatch.chdir(tmp_path)
+    conv_model(tmp_path / "model.onnx")
+    path = tmp_path / "search.yaml"
+    path.write_text(SEARCH_RECIPE)
+    runs = {r.name: r for r in Runner(recipe.load(path)).run(Selection())}
+    assert runs["precision-search"].metrics["evaluations"] == 1  # FP16 everywhere meets the budget
+    assert runs["build"].metrics["engine_reused"] is True
+    searched = runs["precision-search"].metrics["errors"]["y"]["max_abs"]
+    assert runs["compare"].metrics["y_max_abs"] == pytest.approx(searched, rel=1e-3)
+    forced = {r.name: r for r in Runner(recipe.load(path)).run(Selection(force=["build"]))}
+    assert forced["build"].metrics["engine_reused"] is False

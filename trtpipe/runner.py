@@ -244,7 +244,7 @@ class Runner:
     def execute(self, name: str, stage: Stage, run: StageRun, done: dict[str, StageRun], report) -> None:
         inputs = {slot: self.output_path(*ref.split(".", 1), done) for slot, ref in stage.refs().items()}
         workdir = self.store.workdir(name)
-        ctx = Context(name, self.recipe, inputs, workdir, self.store.root, run.key, report)
+        ctx = Context(name, self.recipe, inputs, workdir, self.store.root, run.key, report, run.reason == "forced")
         start = time.perf_counter()
         try:
             result = stage.run(ctx)

@@ -25,7 +25,8 @@ def facts() -> dict[str, str]:
 
 
 class TensorRT:
-    """`load` builds an engine (reusing the timing cache under `cache_dir`) and returns a runtime session.
+    """`load` builds an engine (reusing the timing cache under `cache_dir`, and keeping the engine there for a build
+    of the same: trtpipe.trt.engines) and returns a runtime session.
 
     options: trtpipe.trt.config.BuildOptions fields; `shapes` gives (min, opt, max) per input (default: the model's
     static shapes, see trtpipe.trt.config.recipe_shapes); `cuda_graph` makes the session replay CUDA graphs.
@@ -43,10 +44,12 @@ class TensorRT:
 
     def load(self, onnx_path: Path, shapes=None, cache_dir: Path | None = None, cuda_graph: bool = False, **options):
         from trtpipe.trt import builder, config, runtime
+        from trtpipe.trt.engines import Engines
 
         shapes = shapes or self.shapes
         cache_dir = cache_dir or self.cache_dir
         build_options = config.BuildOptions(**(self.build_options | options))
         cache = config.timing_cache_path(cache_dir, facts()) if cache_dir is not None else None
-        built = builder.build(Path(onnx_path), build_options, shapes, cache)
+        engines = Engines.at(cache_dir, facts()) if cache_dir is not None else None
+        built = builder.build(Path(onnx_path), build_options, shapes, cache, engines=engines)
         return runtime.Session(runtime.deserialize(built.plan, build_options.plugins), cuda_graph=cuda_graph)

@@ -109,6 +109,7 @@ class Context:
     cache_dir: Path
     key: str = ""
     report: Callable[[str], None] = lambda message: None
+    forced: bool = False  # run on request (--force), not for a changed input
 
     def out(self, filename: str) -> Path:
         return self.workdir / filename

@@ -12,6 +12,10 @@ class Build(Stage, BuildOptions):
     """ONNX -> TensorRT engine, following the graph's precision plan (see trtpipe.trt.config for how each TensorRT
     version gets it). Outputs `engine` and `layers` (the engine inspector's layers with precision and ONNX nodes).
 
+    An engine built before from the same graph, options, TensorRT and GPU (trtpipe.trt.engines), such as the
+    precision search's candidate that met its budget, is that engine (metric `engine_reused`) unless the stage is
+    forced.
+
     With `target: onnxruntime` the stage writes an ONNX Runtime-optimized model as `engine` instead (extended graph
     optimizations, which stay portable across CPUs), so a recipe runs to its end without a GPU.
     """
@@ -30,16 +34,20 @@ class Build(Stage, BuildOptions):
             return self.run_onnxruntime(ctx)
         from trtpipe import data
         from trtpipe.trt import builder, config, layers, runtime
+        from trtpipe.trt.engines import Engines
 
         options = self.model_copy(update={"plugins": list(self.plugin_files(ctx.recipe.dir).values())})
         shapes = config.recipe_shapes(ctx.recipe)
+        env = self.env(ctx.recipe)
         ctx.report("building the TensorRT engine")
         built = builder.build(
             ctx.inputs["model"],
             options,
             shapes,
-            timing_cache=config.timing_cache_path(ctx.cache_dir, self.env(ctx.recipe)),
+            timing_cache=config.timing_cache_path(ctx.cache_dir, env),
             log_path=ctx.scratch / "tensorrt.log",
+            engines=Engines.at(ctx.cache_dir, env),
+            reuse=not ctx.forced,
         )
         engine_path = ctx.out("model.engine")
         engine_path.write_bytes(built.plan)

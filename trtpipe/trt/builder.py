@@ -18,6 +18,7 @@ from loguru import logger
 from trtpipe.errors import BuildError, StageError
 from trtpipe.trt import config, layers, precision
 from trtpipe.trt.config import BuildOptions, Shapes
+from trtpipe.trt.engines import Engines
 
 TRT_TYPES = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16"}  # trt.DataType name -> plan type
 PLAN_TO_TRT = {plan: name for name, plan in TRT_TYPES.items()}
@@ -69,8 +70,12 @@ def build(
     shapes: Shapes | None = None,
     timing_cache: Path | None = None,
     log_path: Path | None = None,
+    engines: Engines | None = None,
+    reuse: bool = True,
 ) -> Built:
-    """Builds `onnx_path`; `shapes` gives (min, opt, max) per input (default: the model's static shapes)."""
+    """Builds `onnx_path`; `shapes` gives (min, opt, max) per input (default: the model's static shapes). With
+    `engines`, an engine built before from the same (trtpipe.trt.engines) is returned while `reuse`, and a new one is
+    kept there."""
     start, mark = time.perf_counter(), len(LOG.lines)
     load_plugins(options.plugins)
     version = config.parse_version(trt.__version__)
@@ -81,6 +86,12 @@ def build(
     types = precision.tensor_types(model)
     onnx_plan = precision.plan(model, types)
     setup = config.setup(options, version, set(types.values()))
+    shapes = shapes or static_shapes(model)
+    key = engines.key(onnx_path, options, shapes) if engines is not None else None
+    if key and reuse and (kept := engines.get(key)) is not None:
+        if log_path is not None:
+            log_path.write_text(f"engine {key} built before: {engines.folder}\n")
+        return Built(kept[0], onnx_plan, kept[1] | {"engine_reused": True})
 
     builder = trt.Builder(LOG)
     network = builder.create_network(bits(trt.NetworkDefinitionCreationFlag, setup.network_flags))
@@ -92,7 +103,7 @@ def build(
         LOG.write(log_path, mark)
         raise parse_failure(parser, model, log_path)
     constrained = constrain_layers(network, onnx_plan, setup.constrain_layers) if setup.constrain_layers else {}
-    cfg = builder_config(builder, network, options, setup, shapes or static_shapes(model))
+    cfg = builder_config(builder, network, options, setup, shapes)
     cache_state = use_timing_cache(cfg, timing_cache)
     serialized = builder.build_serialized_network(network, cfg)
     LOG.write(log_path, mark)
@@ -101,7 +112,7 @@ def build(
     if timing_cache is not None:
         save_timing_cache(cfg, timing_cache)
     plan = bytes(serialized)
-    return Built(
+    built = Built(
         plan,
         onnx_plan,
         {
@@ -115,8 +126,12 @@ def build(
             "timing_cache": cache_state,
             "engine_bytes": len(plan),
             "build_seconds": round(time.perf_counter() - start, 2),
+            "engine_reused": False,
         },
     )
+    if key:
+        engines.put(key, plan, built.metrics)
+    return built
 
 
 def load_plugins(paths) -> None:
