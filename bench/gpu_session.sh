@@ -12,14 +12,15 @@
 # Or everything in one lease, in the background while the bundle's parts arrive (carry .whl, the first part and
 # build/plugins/libtrtpipe_layernorm_plugin.so (make plugins) with the first call, one part per later call; make each
 # call as soon as the last returns: the machine goes back 30 s after a call ends, with all it holds):
-#   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export and the torch rows,
-#                                          then, once every part is in, the TensorRT rows (trtpipe's first), the
-#                                          report and batch 8 (recipes/dab_detr_b8.yaml)
+#   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export, then, once every part
+#                                          is in, the TensorRT rows (trtpipe's first), the report, the torch rows
+#                                          and batch 8 (recipes/dab_detr_b8.yaml)
 #   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
 #                                          and the parts from GPU_PARTS (default .gpu)
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
-# TORCH_STEPS and TRT_STEPS (steps of bench/dab_detr.py) change what `start` runs under each python; GPU_TESTS (a
+# TORCH_STEPS, TRT_STEPS, TORCH_LATE and TRT_LATE (steps of bench/dab_detr.py, in that order; empty: none) change
+# what `start` runs under each python; GPU_TESTS (a
 # pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) seeds
 # the TensorRT builds.
 # LayerNorm kernel variants: .lnx/v0/ and .lnx/v1/ (ignored), each the outputs of `make plugins BUILD_DIR=...` of one
@@ -86,9 +87,10 @@ pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
-  # The torch rows while the parts arrive; the TensorRT rows after them, trtpipe's first: its search takes the most
-  # device time.
-  /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export torch}
+  # The export while the parts arrive; then the TensorRT rows, trtpipe's first (its search takes the most device
+  # time), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took 33.7 ms, 20.1 ms idle)
+  # and batch 8.
+  /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export}
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   [ -d /tmp/lnx ] && layernorm_variants "$O"
   mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
@@ -96,7 +98,9 @@ pipeline)
   [ -n "${GPU_TESTS:-}" ] && timeout 180 python -m pytest -q -m gpu tests/test_layernorm_plugin.py \
     tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 15 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
-  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report b8}
+  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report}
+  [ -n "${TORCH_LATE-torch}" ] && /tmp/torch-python bench/dab_detr.py $r50 --step $TORCH_LATE
+  [ -n "${TRT_LATE-b8}" ] && python bench/dab_detr.py $r50 --target tensorrt --step $TRT_LATE
   cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
   echo ok > "$JOB/done"
   ;;

@@ -51,6 +51,7 @@ def test_compare_fails_past_tolerance(workspace, capsys):
     assert main(["run", str(workspace(body))]) == 1
     err = capsys.readouterr().err
     assert "outputs exceed their tolerances: y: max_abs" in err
+    assert "(measured: y_mean_abs " in err and ", y_max_abs " in err  # every error, not only those over
 
 
 def test_compare_names_a_tolerance_for_a_missing_output(workspace, capsys):

@@ -56,11 +56,12 @@ class Compare(Stage):
             "violations": violations,
             "histograms": {n: abs_error_histogram(outputs[n], expected[n]) for n in expected},
         }, indent=1))
+        flat = {f"{n}_{k}": s[k] for n, s in stats.items() for k in ("mean_abs", "max_abs") if k in s}
         if violations:
             detail = "; ".join(f"{name}: {', '.join(found)}" for name, found in violations.items())
-            raise StageError(f"outputs exceed their tolerances: {detail}",
+            measured = ", ".join(f"{k} {v:.3g}" for k, v in flat.items())
+            raise StageError(f"outputs exceed their tolerances: {detail} (measured: {measured})",
                              hint="keep more nodes in FP32 (mixed-precision, precision-search) or widen the tolerances")
-        flat = {f"{n}_{k}": s[k] for n, s in stats.items() for k in ("mean_abs", "max_abs") if k in s}
         return Result({"errors": path}, {**flat, "outputs": stats})
 
 
