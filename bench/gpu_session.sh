@@ -23,9 +23,10 @@
 # what `start` runs under each python; GPU_TESTS (a
 # pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) seeds
 # the TensorRT builds.
-# LayerNorm kernel variants: .lnx/v0/ and .lnx/v1/ (ignored), each the outputs of `make plugins BUILD_DIR=...` of one
-# kernel source, carried with a `part` call; `pipeline` then times each variant's layernorm_bench (FP16) and runs
-# bench/layernorm.py on v1 before the TensorRT rows, v0's plugin taking over if v1 fails a check.
+# LayerNorm kernel variants: .lnx/variants.txz (ignored), a tar of .lnx/vN/ folders, each holding layernorm_bench and
+# libtrtpipe_layernorm.so of one kernel source (`make plugins BUILD_DIR=...`), carried with `start`; after the export
+# `pipeline` times each variant's layernorm_bench and runs bench/layernorm.py on the one whose slowest shape is the
+# fastest (its %copy), while the parts arrive.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -45,14 +46,22 @@ torch_python() {
     "$PWD" "${LD_LIBRARY_PATH:-}" "$(command -v python3)" > /tmp/torch-python && chmod +x /tmp/torch-python
 }
 
-# FP16 timings of each kernel variant in /tmp/lnx/v*/, then bench/layernorm.py on v1's library; where v1 fails a
-# check, v0's plugin replaces the one the recipes load.
+# Each kernel variant in /tmp/lnx/v*/ timed on FP32 and FP16 rows of cols 256..4096 at 16 and 256 MiB, then
+# bench/layernorm.py on the variant with the highest lowest %copy.
 layernorm_variants() {
-  local shapes="32768x256 16384x512 10922x768 8192x1024 5461x1536 4096x2048 2730x3072 2048x4096 87381x1536 65536x2048"
-  cp /tmp/lnx/v1/libtrtpipe_layernorm.so /tmp/plugins/  # for the kernel tests
-  for v in /tmp/lnx/v*; do echo "== $v"; "$v/layernorm_bench" f16 $shapes; done > "$1/layernorm_variants.txt" 2>&1
-  /tmp/torch-python bench/layernorm.py --lib /tmp/lnx/v1/libtrtpipe_layernorm.so --out-dir "$1" \
-    > "$1/layernorm_py.txt" 2>&1 || cp /tmp/lnx/v0/libtrtpipe_layernorm_plugin.so /tmp/plugins/
+  local f16="32768x256 16384x512 10922x768 8192x1024 5461x1536 4096x2048 2730x3072 2048x4096 524288x256 262144x512
+    174762x768 131072x1024 87381x1536 65536x2048 43690x3072 32768x4096"
+  local f32="16384x256 8192x512 5461x768 4096x1024 2730x1536 2048x2048 1365x3072 1024x4096"
+  local v best
+  for v in /tmp/lnx/v*; do
+    { timeout 120 "$v/layernorm_bench" f16 $f16; timeout 60 "$v/layernorm_bench" f32 $f32; } > "$1/layernorm_${v##*/}.txt" 2>&1
+    # a variant that failed a check or ran out of time scores 0
+    echo "$(awk '/FAIL/ { bad = 1 } $NF ~ /%$/ { x = $NF + 0; if (m == "" || x < m) m = x; n++ }
+      END { print (bad || n < 24) ? 0 : m }' "$1/layernorm_${v##*/}.txt") $v"
+  done | sort -rn | tee "$1/layernorm_variants.txt"
+  best=$(head -n 1 "$1/layernorm_variants.txt" | cut -d' ' -f2)
+  timeout 300 /tmp/torch-python bench/layernorm.py --lib "$best/libtrtpipe_layernorm.so" --out-dir "$1" \
+    > "$1/layernorm_py.txt" 2>&1
   tail -n 4 "$1/layernorm_py.txt"
 }
 
@@ -64,12 +73,12 @@ start)
   mkdir -p "$JOB/out" /opt/trtparts /tmp/plugins
   cp build/plugins/*.so /tmp/plugins/ 2>/dev/null  # the plugin the recipes load, kept whatever later calls carry
   mkdir -p /tmp/cache/tensorrt && cp .gpucache/timing-*.cache /tmp/cache/tensorrt/ 2>/dev/null  # an earlier lease's
+  [ -f .lnx/variants.txz ] && mkdir -p /tmp/lnx && tar xJf .lnx/variants.txz -C /tmp/lnx --strip-components=1
   setsid nohup bash bench/gpu_session.sh pipeline > "$JOB/log" 2>&1 < /dev/null &
   sleep 20; cat "$JOB/log"
   ;;
 part)
   cp "${GPU_PARTS:-.gpu}/part$2"/* /opt/trtparts/ && echo "part $2 in"
-  [ -d .lnx ] && cp -r .lnx /tmp/lnx && echo "LayerNorm variants in"
   [ "${3:-}" = last ] && touch /opt/trtparts/.all
   tail -n 5 "$JOB/log"
   ;;
@@ -87,12 +96,12 @@ pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
-  # The export while the parts arrive; then the TensorRT rows, trtpipe's first (its search takes the most device
+  # The export and the LayerNorm variants while the parts arrive; then the TensorRT rows, trtpipe's first (its search takes the most device
   # time), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took 33.7 ms, 20.1 ms idle)
   # and batch 8.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export}
-  while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   [ -d /tmp/lnx ] && layernorm_variants "$O"
+  while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
   [ -n "${GPU_TESTS:-}" ] && timeout 180 python -m pytest -q -m gpu tests/test_layernorm_plugin.py \
