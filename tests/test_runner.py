@@ -44,6 +44,16 @@ def test_second_run_is_all_cache_hits(chain, capsys):
     assert set(statuses(capsys).values()) == {"cached"}
 
 
+def test_an_unchanged_rerun_leaves_the_lock_file_alone(chain, workspace, capsys):
+    assert run(chain) == 0  # records that every stage came from the cache
+    lock = workspace.dir / "tiny.lock.yaml"
+    before = lock.stat()
+    assert run(chain) == 0
+    after = lock.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # a rewrite is a new file
+    assert set(statuses(capsys).values()) == {"cached"}
+
+
 def test_outputs_are_materialized_and_recorded(chain, workspace):
     model = onnx.load(str(workspace.dir / "build/tiny/b/model.onnx"))
     assert [n.op_type for n in model.graph.node] == ["MatMul", "Relu", "Mul", "Mul"]

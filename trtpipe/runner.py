@@ -291,6 +291,8 @@ class Runner:
         entry["metrics"] = run.metrics
         entry["seconds"] = round(run.seconds, 3)
         entry["cached"] = run.status == "cached"
+        if canonical(entry) == canonical(self.lock.get(name)):
+            return  # an unchanged re-run rewrites nothing
         # read again: another process running stages of this recipe may have recorded some since
         lock = lockfile.read(self.lock_path) | {name: entry}
         self.lock = {n: e for n, e in lock.items() if n in self.recipe.stages}
