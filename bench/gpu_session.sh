@@ -96,9 +96,9 @@ pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
-  # The export and the LayerNorm variants while the parts arrive; then the TensorRT rows, trtpipe's first (its search takes the most device
-  # time), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took 33.7 ms, 20.1 ms idle)
-  # and batch 8.
+  # The export and the LayerNorm variants while the parts arrive; then the TensorRT rows, trtpipe's first (its search
+  # takes the most device time), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took
+  # 33.7 ms, 20.1 ms idle) and batch 8.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export}
   [ -d /tmp/lnx ] && layernorm_variants "$O"
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
@@ -108,8 +108,9 @@ pipeline)
     tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 15 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
   python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report}
-  [ -n "${TORCH_LATE-torch}" ] && /tmp/torch-python bench/dab_detr.py $r50 --step $TORCH_LATE
-  [ -n "${TRT_LATE-b8}" ] && python bench/dab_detr.py $r50 --target tensorrt --step $TRT_LATE
+  torch_late=${TORCH_LATE-torch}; trt_late=${TRT_LATE-b8}
+  [ -n "$torch_late" ] && /tmp/torch-python bench/dab_detr.py $r50 --step $torch_late
+  [ -n "$trt_late" ] && python bench/dab_detr.py $r50 --target tensorrt --step $trt_late
   cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html "$O/" 2>/dev/null
   echo ok > "$JOB/done"
   ;;
