@@ -239,6 +239,11 @@ def test_sensitivity_and_search_stages(overflow_recipe, tmp_path):
     assert [(n["node"], n["module"]) for n in plan["fp32_nodes"]] == [("/big/MatMul", "big")]
     assert plan["budget"] == {"y": {"mean_rel": 0.01}, "z": {"mean_abs": 0.01}}
     assert plan["backend"]["name"] == "onnxruntime" and plan["reference"] == "reference"
+    first, found = plan["candidates"][:2]  # in the order evaluated: FP16 everywhere, then the top of the ranking
+    assert (first["fp32_nodes"], first["met"], found["fp32_nodes"], found["met"]) == (0, False, 1, True)
+    assert first["violations"] and found["errors"]["z"]["mean_abs"] == plan["errors"]["z"]["mean_abs"]
+    assert len(plan["candidates"]) == plan["evaluations"]
+    assert {c["latency_ms"] for c in plan["candidates"]} == {None}, "ONNX Runtime candidates are not timed"
     onnx.checker.check_model(onnx.load(str(result.outputs["model"])), full_check=True)
 
 

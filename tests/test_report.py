@@ -94,6 +94,8 @@ def test_report_stage_shows_each_section(recipe):
     for node in plan["fp32_nodes"]:
         assert node["node"].replace("/", "/<wbr>") in html and node["chosen_by"] in html
     assert "<td>y</td>" in html and "<td>z</td>" in html  # errors per output
+    candidates = html.split("Candidates, in the order")[1].split("</table>")[0]
+    assert candidates.count("<tr>") == 1 + len(plan["candidates"]) and "missed" in candidates
     timeline = html.split('<section id="timeline">')[1].split("</section>")[0]
     assert timeline.count("<td>ran</td>") == 5 and "<td>report</td>" not in timeline  # source, search, ..., compare
 

@@ -4,6 +4,7 @@ On the GPU machine, from the project root:
     bash /opt/trtparts/install.sh && . /opt/trt/env.sh && python -m pytest -m gpu tests/test_trt_gpu.py
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +327,8 @@ def test_the_build_after_a_search_ships_the_engine_the_search_measured(tmp_path,
     path.write_text(SEARCH_RECIPE)
     runs = {r.name: r for r in Runner(recipe.load(path)).run(Selection())}
     assert runs["precision-search"].metrics["evaluations"] == 1  # FP16 everywhere meets the budget
+    plan = json.loads(Path("build/search/precision-search/plan.json").read_text())
+    assert plan["candidates"][0]["latency_ms"] > 0  # CUDA graph replay of the candidate
     assert runs["build"].metrics["engine_reused"] is True
     searched = runs["precision-search"].metrics["errors"]["y"]["max_abs"]
     assert runs["compare"].metrics["y_max_abs"] == pytest.approx(searched, rel=1e-3)

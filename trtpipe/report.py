@@ -210,8 +210,26 @@ def precision_plan(name: str, plan: dict) -> str:
         f"<h3>{escape(name)}</h3>"
         + p(summary)
         + budget_table(plan.get("budget", {}), plan.get("errors", {}))
+        + candidates_table(plan.get("candidates", []))
         + p("Chosen by: " + escape(counts(steps)))
         + table(["FP32 node", "op", "torch module", "chosen by"], rows)
+    )
+
+
+def candidates_table(candidates: list[dict]) -> str:
+    """The search's candidates in the order it evaluated them: FP32 nodes beyond the pins, errors, latency."""
+    if not candidates:
+        return ""
+    rows = []
+    for i, c in enumerate(candidates, 1):
+        pairs = c["errors"].items()
+        errors = "; ".join(f"{out} {num(e.get('mean_abs'))} / {num(e.get('max_abs'))}" for out, e in pairs)
+        verdict = ok("met") if c["met"] else bad("build failed" if "build" in c["violations"] else "missed")
+        latency = num(c.get("latency_ms"))
+        rows.append([i, c["fp32_nodes"], c["casts"], errors or "-", latency, num(c["seconds"]), verdict])
+    head = ["#", "FP32 nodes", "Casts", "errors: mean / max", "latency ms", "seconds", "budget"]
+    return p("Candidates, in the order the search evaluated them (FP32 nodes beyond the pins):") + table(
+        head, rows, numeric=[0, 1, 2, 4, 5]
     )
 
 

@@ -8,7 +8,8 @@
 3. merge islands: turn cheap low-precision nodes between FP32 regions FP32 where that removes Casts, if the budget
    is still met.
 Each evaluated candidate is stored in `scratch` under the digest of its FP32 set: a search that was interrupted
-resumes by replaying its decisions from those records, evaluating only what it had not reached.
+resumes by replaying its decisions from those records, evaluating only what it had not reached. On TensorRT a
+candidate's record also holds its latency (CUDA graph replay), so that the plan shows what each step costs.
 With `max_evaluations` (a TensorRT candidate is a build of a minute or more), the search stops refining once that
 many candidates were evaluated: the doubling still runs until a prefix meets the budget, then bisection, delta
 debugging and the island merge stop where the count runs out, keeping the smallest set met so far.
@@ -41,6 +42,7 @@ class Evaluation:
     casts: int
     seconds: float
     build_nodes: list[str] = field(default_factory=list)  # the failed layer's ONNX nodes, when the build failed
+    latency_ms: float | None = None  # median, where the backend times on the GPU
 
 
 class Evaluator:
@@ -71,7 +73,7 @@ class Evaluator:
         self.records = scratch / "evaluations"
         self.records.mkdir(parents=True, exist_ok=True)
         self.report = report
-        self.seen: set[str] = set()  # digests of the candidates this search has asked for
+        self.seen: dict[str, Evaluation] = {}  # the candidates this search has asked for, by digest, in order
         self.ran = 0  # evaluations run by this process (the rest came from `scratch`)
 
     def convert(self, fp32: Iterable[str], merge_cost: float | None = None) -> Conversion:
@@ -81,38 +83,55 @@ class Evaluator:
     def __call__(self, fp32: Iterable[str]) -> Evaluation:
         fp32 = sorted(set(fp32) - set(self.pins))
         digest = hashlib.sha256(json.dumps(fp32).encode()).hexdigest()[:24]
-        self.seen.add(digest)
         record = self.records / f"{digest}.json"
         if record.is_file():
-            return Evaluation(**json.loads(record.read_text()))
+            self.seen[digest] = Evaluation(**json.loads(record.read_text()))
+        else:
+            self.seen[digest] = self.evaluate(fp32, record)
+        return self.seen[digest]
+
+    def evaluate(self, fp32: list[str], record: Path) -> Evaluation:
         start = time.perf_counter()
         conversion = self.convert(fp32)
-        path = self.records / f"{digest}.onnx"
+        path = record.with_suffix(".onnx")
         path.write_bytes((emulate(conversion.model) if self.emulate else conversion.model).SerializeToString())
         failure: StageError | None = None
+        feeds = input_dtypes(conversion.model, self.feeds)
         try:
-            outputs = self.backend.load(path).run(input_dtypes(conversion.model, self.feeds))
+            session = self.backend.load(path)
+            outputs = session.run(feeds)
         except StageError as e:  # e.g. TensorRT finds no kernel for a region with mixed precision constraints
             failure = e
         finally:
             path.unlink()
+        latency = None
         if failure is not None:
             stats, violations = {}, {"build": [failure.message]}
         else:
             with np.errstate(invalid="ignore", over="ignore"):  # overflowing candidates are expected
                 stats, violations = check_budgets(outputs, self.refs, self.budgets)
+            latency = gpu_latency(session, feeds)
         seconds = time.perf_counter() - start
         nodes = failure.nodes if isinstance(failure, BuildError) else []
-        result = Evaluation(fp32, not violations, violations, stats, conversion.casts, seconds, nodes)
+        result = Evaluation(fp32, not violations, violations, stats, conversion.casts, seconds, nodes, latency)
         tmp = record.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(result), default=float))
         tmp.replace(record)
         self.ran += 1
-        self.report(f"evaluation {len(self.seen)}: {len(fp32)} FP32 nodes, {result.casts} casts, {summary(result)}")
+        self.report(f"evaluation {len(self.seen) + 1}: {len(fp32)} FP32 nodes, {result.casts} casts, {summary(result)}")
         return result
 
     def met(self, fp32: Iterable[str]) -> bool:
         return self(fp32).met
+
+
+def gpu_latency(session, feeds: dict[str, np.ndarray], iterations: int = 50) -> float | None:
+    """Median milliseconds of a TensorRT session by CUDA graph replay; None for sessions that time nothing on a GPU
+    (ONNX Runtime on the CPU says little about a GPU target)."""
+    if not hasattr(session, "cuda_graph"):
+        return None
+    session.cuda_graph = True
+    return float(np.median(session.time(feeds, iterations, warmup=5)))
 
 
 def input_dtypes(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -134,8 +153,12 @@ class SearchResult:
     fp32: dict[str, str]  # node kept FP32 by the search or a pin -> the step that chose it
     evaluation: Evaluation
     conversion: Conversion
-    evaluations: int  # distinct candidates evaluated, this run or an interrupted one before it
+    candidates: list[Evaluation]  # in the order the search asked for them, this run or an interrupted one before it
     ran: int  # of which this run evaluated
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.candidates)
 
 
 def search(
@@ -170,7 +193,7 @@ def search(
                 steps |= dict.fromkeys(merged, "search:merge-islands")
                 best = trial
     steps |= evaluate.pins
-    return SearchResult(steps, best, evaluate.convert(steps), len(evaluate.seen), evaluate.ran)
+    return SearchResult(steps, best, evaluate.convert(steps), list(evaluate.seen.values()), evaluate.ran)
 
 
 def buildable(evaluate: Evaluator) -> list[str]:

@@ -28,6 +28,7 @@ class PrecisionSearch(Stage):
     """
 
     kind = "precision-search"
+    version = 2  # 2: the plan lists the candidates
     inputs = ("model", "ranking", "reference")
     outputs = ("model", "plan")
     recipe_fields = ("inputs", "target")
@@ -108,6 +109,7 @@ class PrecisionSearch(Stage):
             "reference": source,
             "backend": {"name": backend.name, "env": backend.env()},
             "evaluations": result.evaluations,
+            "candidates": [candidate(e) for e in result.candidates],
         }
 
     def metrics(self, model, result) -> dict:
@@ -127,3 +129,10 @@ class PrecisionSearch(Stage):
             "evaluations_run": result.ran,
             "casts_onnxconverter_common": count_casts(theirs) - count_casts(model),
         }
+
+
+def candidate(e) -> dict:
+    """One evaluated candidate as the plan lists it: size, errors (mean and max), latency where timed."""
+    errors = {out: {k: stats[k] for k in ("mean_abs", "max_abs") if k in stats} for out, stats in e.errors.items()}
+    return {"fp32_nodes": len(e.fp32), "casts": e.casts, "met": e.met, "errors": errors, "violations": e.violations,
+            "latency_ms": e.latency_ms, "seconds": round(e.seconds, 1)}
