@@ -61,6 +61,14 @@ def test_compare_names_a_tolerance_for_a_missing_output(workspace, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_onnxruntime_env_reads_the_version_the_module_reports():
+    import onnxruntime
+
+    from trtpipe.backends.onnxruntime import OnnxRuntime
+
+    assert OnnxRuntime().env()["onnxruntime"] == onnxruntime.__version__
+
+
 def test_tensorrt_target_without_tensorrt_fails_before_building(workspace, capsys):
     assert main(["run", str(workspace(STAGES)), "--target", "tensorrt"]) == 2
     assert "stage 'build' needs tensorrt: pip install 'trtpipe[trt]'" in capsys.readouterr().err
