@@ -80,14 +80,18 @@ BUDGET = {"logits_mean_abs": 1.0e-3, "logits_max_abs": 3.0e-3, "boxes_mean_abs":
 
 
 def assemble(
-    lock: dict[str, dict], torch_result: dict | None, rerun: dict | None, lock_b8: dict[str, dict] | None = None
+    lock: dict[str, dict],
+    torch_result: dict | None,
+    rerun: dict | None,
+    lock_b8: dict[str, dict] | None = None,
+    plan: dict | None = None,
 ) -> dict:
     """Rows, precision-search facts and the issue's targets from the recipe's lock file (its `stages` mapping),
-    the torch rows' JSON, the timed re-run and the batch-8 recipe's lock file; what has not been measured yet is
-    None."""
+    the torch rows' JSON, the timed re-run, the batch-8 recipe's lock file and the search's plan (its candidates);
+    what has not been measured yet is None."""
     rows = {key: torch_row(torch_result, name) for key, (name, _) in TORCH_ROWS.items()}
     rows |= {key: trt_row(lock, row, lock_b8 or {}) for key, row in TRT_ROWS.items()}
-    search = search_facts(lock)
+    search = search_facts(lock) | {"candidates": (plan or {}).get("candidates")}
     return {
         **rows,
         "precision_search": search,
@@ -327,7 +331,10 @@ class Bench:
 
     def write(self) -> tuple[Path, dict]:
         date = datetime.date.today().isoformat()
-        measured = assemble(self.lock(), read_json(self.torch_json), read_json(self.rerun_json), self.lock(b8=True))
+        lock = self.lock()
+        plan = lock.get("precision-search", {}).get("outputs", {}).get("plan", {}).get("path")
+        measured = assemble(lock, read_json(self.torch_json), read_json(self.rerun_json), self.lock(b8=True),
+                            read_json(Path(plan)) if plan else None)
         results = {"recipe": self.recipe.name, "date": date, **measured}
         out = self.args.results_dir / f"{self.recipe.name}_{device_slug(results['env'])}_{date}.json"
         write_json(out, results)

@@ -189,6 +189,7 @@ def test_steps_on_the_tiny_recipe(tmp_path, monkeypatch, capsys):
     assert 0 < results["trtpipe"]["boxes_mean_abs"] <= 2e-4
     assert results["torch_compile_fp16"]["latency_ms"] is None
     assert results["precision_search"]["evaluations"] <= 2
+    assert len(results["precision_search"]["candidates"]) == results["precision_search"]["evaluations"]
     assert results["rerun"]["ran"] == [] and results["rerun"]["stages"] == len(data["stages"])
     lock = yaml.safe_load((tmp_path / "dab_detr_tiny.lock.yaml").read_text())["stages"]
     assert lock["report"]["outputs"]["report"]["bytes"] > 0
