@@ -83,11 +83,10 @@ class Evaluator:
     def __call__(self, fp32: Iterable[str]) -> Evaluation:
         fp32 = sorted(set(fp32) - set(self.pins))
         digest = hashlib.sha256(json.dumps(fp32).encode()).hexdigest()[:24]
-        record = self.records / f"{digest}.json"
-        if record.is_file():
-            self.seen[digest] = Evaluation(**json.loads(record.read_text()))
-        else:
-            self.seen[digest] = self.evaluate(fp32, record)
+        if digest not in self.seen:
+            record = self.records / f"{digest}.json"
+            found = Evaluation(**json.loads(record.read_text())) if record.is_file() else None
+            self.seen[digest] = found or self.evaluate(fp32, record)
         return self.seen[digest]
 
     def evaluate(self, fp32: list[str], record: Path) -> Evaluation:
