@@ -216,6 +216,10 @@ def test_aux_streams_on_and_off(tmp_path, load):
 
 
 def test_timing_cache_is_written_and_reused(tmp_path):
+    """Builds of one process share the cache in memory; a new process loads the file."""
+    import subprocess
+    import sys
+
     from trtpipe.trt import builder
     from trtpipe.trt.config import BuildOptions
 
@@ -224,9 +228,26 @@ def test_timing_cache_is_written_and_reused(tmp_path):
     assert first.metrics["timing_cache"] == "new" and cache.stat().st_size > 0
     size = cache.stat().st_size
     second = builder.build(tmp_path / "fp32.onnx", BuildOptions(optimization_level=2), SHAPES, timing_cache=cache)
-    assert second.metrics["timing_cache"] == "loaded"
+    assert second.metrics["timing_cache"] == "in memory"
     third = builder.build(conv_model(tmp_path / "mixed.onnx", mixed=True), BuildOptions(), SHAPES, timing_cache=cache)
-    assert third.metrics["timing_cache"] == "loaded" and cache.stat().st_size >= size
+    assert third.metrics["timing_cache"] == "in memory" and cache.stat().st_size >= size
+    script = ("import sys; from pathlib import Path; from trtpipe.trt import builder; from trtpipe.trt.config import "
+              f"BuildOptions; print(builder.build(Path(sys.argv[1]), BuildOptions(), {SHAPES!r}, "
+              "timing_cache=Path(sys.argv[2])).metrics['timing_cache'])")
+    new_process = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fp32.onnx"), str(cache)],
+                                 capture_output=True, text=True, check=True)
+    assert new_process.stdout.split()[-1] == "loaded"
+
+
+def test_a_timing_cache_tensorrt_refuses_is_replaced(tmp_path):
+    from trtpipe.trt import builder
+    from trtpipe.trt.config import BuildOptions
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a timing cache" * 64)
+    built = builder.build(conv_model(tmp_path / "fp32.onnx"), BuildOptions(), SHAPES, timing_cache=cache)
+    assert built.metrics["timing_cache"] == "rejected"
+    assert not cache.read_bytes().startswith(b"not a timing cache")
 
 
 @pytest.mark.parametrize(("cols", "epsilon"), [(64, 1e-5), (32, 1e-5 * 32**2)])
@@ -301,7 +322,7 @@ def test_recipe_builds_profiles_compares_and_caches_the_engine(tmp_path, monkeyp
     rerun = Runner(recipe.load(path)).run(Selection())
     assert [r.status for r in rerun] == ["cached"] * 4
     forced = Runner(recipe.load(path)).run(Selection(force=["build"]))
-    assert forced[1].status == "ran" and forced[1].metrics["timing_cache"] == "loaded"
+    assert forced[1].status == "ran" and forced[1].metrics["timing_cache"] == "in memory"
     assert forced[1].metrics["engine_reused"] is False
 
 

@@ -267,14 +267,31 @@ def static_shapes(model: onnx.ModelProto) -> Shapes:
     return shapes
 
 
+# Timing caches by file, kept for the life of the process: TensorRT 8.6 refused every cache file holding Myelin
+# timings when a new process loaded it ("Myelin error from unknown graph ... The timing cache will not be used!",
+# DAB-DETR-R50, H200), so each build of a search timed everything anew; builds in one process share one cache.
+TIMING_CACHES: dict[Path, trt.ITimingCache] = {}
+
+
 def use_timing_cache(cfg, path: Path | None) -> str:
+    """"off", "in memory" (a build of this process made or loaded it), "loaded", "new" (no file yet) or "rejected"
+    (TensorRT refused the file: a new cache, saved over it after the build)."""
     if path is None:
         return "off"
+    path = path.resolve()
+    if (cache := TIMING_CACHES.get(path)) is not None:
+        cfg.set_timing_cache(cache, ignore_mismatch=False)
+        return "in memory"
     blob = path.read_bytes() if path.is_file() else b""
-    if cfg.set_timing_cache(cfg.create_timing_cache(blob), ignore_mismatch=False):
-        return "loaded" if blob else "new"
-    cfg.set_timing_cache(cfg.create_timing_cache(b""), ignore_mismatch=False)
-    return "rejected"
+    mark = len(LOG.lines)
+    cache = cfg.create_timing_cache(blob)
+    state = "loaded" if blob else "new"
+    if cache is None or not cfg.set_timing_cache(cache, ignore_mismatch=False) or LOG.errors(mark):
+        logger.warning("TensorRT refused the timing cache {}: {}", path, "; ".join(LOG.errors(mark)) or "no reason")
+        cache, state = cfg.create_timing_cache(b""), "rejected"
+        cfg.set_timing_cache(cache, ignore_mismatch=False)
+    TIMING_CACHES[path] = cache
+    return state
 
 
 def save_timing_cache(cfg, path: Path) -> None:
