@@ -190,6 +190,31 @@ def test_max_evaluations_bounds_the_refining_and_replays_alike(tmp_path):
     assert search(evaluator(tmp_path / "whole"), ranking, max_evaluations=whole.evaluations).fp32 == whole.fp32
 
 
+def test_max_seconds_bounds_the_refining_by_what_the_candidates_took(tmp_path):
+    ranking = ranked("reversed")
+    whole = search(evaluator(tmp_path), ranking)
+    for record in (tmp_path / "evaluations").glob("*.json"):
+        record.write_text(json.dumps(json.loads(record.read_text()) | {"seconds": 10.0}))
+    timed = search(evaluator(tmp_path), ranking, max_seconds=40.0)  # a 5th candidate would end at 50 s
+    counted = search(evaluator(tmp_path), ranking, max_evaluations=4)
+    assert timed.ran == 0 and timed.evaluations == counted.evaluations < whole.evaluations
+    assert timed.fp32 == counted.fp32 and timed.evaluation.met
+
+
+def test_the_fastest_candidate_that_met_the_budget_is_kept(tmp_path):
+    """ONNX Runtime times nothing; latencies as TensorRT would record them, on the records a search replays."""
+    ranking = ranked("reversed")
+    smallest = search(evaluator(tmp_path), ranking)
+    records = {path: json.loads(path.read_text()) for path in (tmp_path / "evaluations").glob("*.json")}
+    largest = max((r for r in records.values() if r["met"]), key=lambda r: len(r["fp32"]))
+    assert len(largest["fp32"]) > len(smallest.evaluation.fp32)
+    for path, record in records.items():
+        path.write_text(json.dumps(record | {"latency_ms": 1.0 if record is largest else 2.0}))
+    fastest = search(evaluator(tmp_path), ranking)
+    assert fastest.ran == 0 and fastest.evaluation.fp32 == largest["fp32"] and fastest.evaluation.latency_ms == 1.0
+    assert set(fastest.fp32) == set(largest["fp32"]) and fastest.conversion.fp32.keys() == fastest.fp32.keys()
+
+
 def test_ddmin_keeps_only_what_is_needed():
     assert ddmin(list("abcdefghij"), lambda s: {"c", "h"} <= set(s)) == ["c", "h"]
     assert ddmin(list("abc"), lambda s: True) == []

@@ -1,18 +1,22 @@
-"""The smallest FP32 set that meets an accuracy budget per output, measured on a backend.
+"""The smallest FP32 set (or, where the backend times candidates, the fastest) that meets an accuracy budget per
+output, measured on a backend.
 
 0. build: when low precision everywhere but the pins does not build, the nodes of the layer the backend failed on
    stay FP32 (once: a candidate that still does not build ends the search with the backend's error);
 1. greedy: keep the top of the sensitivity ranking FP32, growing the prefix 1, 2, 4, ... nodes until the budget is
    met, then bisect to the shortest prefix that meets it;
-2. delta debugging: drop chunks of that set (halves, quarters, ... single nodes) while the budget stays met;
+2. delta debugging: drop chunks of that set (halves, quarters, ... single nodes) while the budget stays met; where
+   the backend times its candidates (TensorRT), the fastest candidate that met the budget is kept instead of the
+   last one when it is faster (a smaller FP32 set need not be a faster engine);
 3. merge islands: turn cheap low-precision nodes between FP32 regions FP32 where that removes Casts, if the budget
    is still met.
 Each evaluated candidate is stored in `scratch` under the digest of its FP32 set: a search that was interrupted
 resumes by replaying its decisions from those records, evaluating only what it had not reached. On TensorRT a
 candidate's record also holds its latency (CUDA graph replay), so that the plan shows what each step costs.
-With `max_evaluations` (a TensorRT candidate is a build of a minute or more), the search stops refining once that
-many candidates were evaluated: the doubling still runs until a prefix meets the budget, then bisection, delta
-debugging and the island merge stop where the count runs out, keeping the smallest set met so far.
+With `max_evaluations` or `max_seconds` (a TensorRT candidate is a build of a minute or more), the search stops
+refining once that many candidates were evaluated, or when the next one, taking as long as the last, would end past
+that many seconds of evaluations: the doubling still runs until a prefix meets the budget, then bisection, delta
+debugging and the island merge stop where the count or the time runs out, keeping the best set met so far.
 """
 
 from __future__ import annotations
@@ -165,6 +169,7 @@ def search(
     ranking: list[str] | Callable[[], list[str]],
     merge_cost: float | None = 0.5,
     max_evaluations: int | None = None,
+    max_seconds: float | None = None,
 ) -> SearchResult:
     """`ranking`: candidate nodes, most sensitive first (every candidate should be there), or a function that computes
     it, called only when low precision everywhere but the pins misses the budget."""
@@ -174,16 +179,24 @@ def search(
         return evaluate.met([*base, *fp32])
 
     def more() -> bool:
-        return max_evaluations is None or len(evaluate.seen) < max_evaluations
+        spent = [e.seconds for e in evaluate.seen.values()]
+        if max_evaluations is not None and len(spent) >= max_evaluations:
+            return False
+        return max_seconds is None or sum(spent) + spent[-1] <= max_seconds
 
     ranked: list[str] = []
     chosen: list[str] = []
     if not met([]):
         ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins and n not in base]
         chosen = greedy(ranked, met, more)
-    steps = dict.fromkeys(base, "search:build")
-    steps |= {n: f"search:greedy (rank {ranked.index(n) + 1})" for n in ddmin(chosen, met, more)}
+
+    def why(nodes: Iterable[str]) -> dict[str, str]:
+        return {n: "search:build" if n in base else f"search:greedy (rank {ranked.index(n) + 1})" for n in nodes}
+
+    steps = why([*base, *ddmin(chosen, met, more)])
     best = evaluate(steps)
+    if (fastest := fastest_met(evaluate.seen.values())) and (best.latency_ms or float("inf")) > fastest.latency_ms:
+        steps, best = why(fastest.fp32), fastest
     if merge_cost is not None and more():
         merged = [n for n, why in evaluate.convert(steps, merge_cost).fp32.items() if why == "merge-islands"]
         if merged:
@@ -193,6 +206,12 @@ def search(
                 best = trial
     steps |= evaluate.pins
     return SearchResult(steps, best, evaluate.convert(steps), list(evaluate.seen.values()), evaluate.ran)
+
+
+def fastest_met(evaluations: Iterable[Evaluation]) -> Evaluation | None:
+    """The evaluation with the lowest latency among those that met the budget, where the backend timed them."""
+    timed = [e for e in evaluations if e.met and e.latency_ms is not None]
+    return min(timed, key=lambda e: e.latency_ms, default=None)
 
 
 def buildable(evaluate: Evaluator) -> list[str]:

@@ -17,8 +17,8 @@ class PrecisionSearch(Stage):
     Builds low precision everywhere but the pins first (when that does not build, once more with the nodes of the
     layer the backend failed on FP32, else the stage fails); when that misses the budget, starts from the `ranking` of a
     sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes what is not needed (delta
-    debugging), then merges FP32 islands where that removes Casts and keeps the budget; with `max_evaluations`, the
-    refining steps stop once that many candidates were evaluated.
+    debugging), then merges FP32 islands where that removes Casts and keeps the budget; with `max_evaluations` or
+    `max_seconds`, the refining steps stop once that many candidates or seconds of them were spent.
     `fp32_nodes` and the tails of `output_tails` (trtpipe.precision.rules.output_tail) are pinned FP32. On ONNX
     Runtime, candidates run with low precision emulated (trtpipe.precision.emulate): its CPU float16 mostly computes
     and stores in FP32, which would hide overflow. Every evaluated candidate is kept in the stage's scratch directory,
@@ -44,6 +44,7 @@ class PrecisionSearch(Stage):
     merge_cost: float | None = Field(0.5, ge=0)
     chunk: int = Field(64, ge=1)
     max_evaluations: int | None = Field(None, ge=1)  # candidates evaluated at most (see trtpipe.precision.search)
+    max_seconds: float | None = Field(None, gt=0)  # seconds of candidate evaluations at most, likewise
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds (plugins as in build)
 
     def key_files(self, recipe) -> dict[str, Path]:
@@ -85,7 +86,7 @@ class PrecisionSearch(Stage):
             model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,
             emulate=ctx.target == "onnxruntime", report=ctx.report,
         )  # fmt: skip
-        result = search(evaluate, ranked, self.merge_cost, self.max_evaluations)
+        result = search(evaluate, ranked, self.merge_cost, self.max_evaluations, self.max_seconds)
         out = onnxio.save(result.conversion.model, ctx.out("model.onnx"))
         plan = self.plan(result, analysis.ops, backend, source)
         ctx.out("plan.json").write_text(json.dumps(plan, indent=1))
