@@ -267,9 +267,9 @@ class Bench:
         counts = {k: v for k, v in (("iterations", args.iterations), ("warmup", args.warmup)) if v is not None}
         return [f"stages.{stage}.{k}={v}" for stage in profiles for k, v in counts.items()]
 
-    def trtpipe(self, python: list[str], *selection: str, path: Path | None = None) -> int:
+    def trtpipe(self, python: list[str], *selection: str, path: Path | None = None, sets: list[str] = ()) -> int:
         path = path or self.path
-        flags = [f"--set={o}" for o in self.overrides[path]]
+        flags = [f"--set={o}" for o in [*self.overrides[path], *sets]]
         flags += ["--cache-dir", str(self.args.cache_dir)] if self.args.cache_dir else []
         flags += ["--target", self.args.target] if self.args.target else []
         return run([*python, "-m", "trtpipe", "run", str(path), *selection, *flags])
@@ -282,12 +282,15 @@ class Bench:
         return code
 
     def b8(self) -> int:
-        """Every stage of the batch-8 recipe but its export (run by the export step)."""
+        """Every stage of the batch-8 recipe but its export (run by the export step), with the FP32 nodes the
+        batch-1 search chose, where it has run, in place of the ones the batch-8 recipe lists."""
         if not self.path_b8:
             print(f"no batch-8 recipe for --size {self.args.size}: its recipe has batch-8 profiles", flush=True)
             return 0
+        plan = self.plan()
+        sets = [f"stages.mixed-precision.fp32_nodes={json.dumps(searched_nodes(plan))}"] if plan else []
         return self.trtpipe([sys.executable], "--only", *(s for s in self.recipe_b8.stages if s != "export"),
-                            path=self.path_b8)
+                            path=self.path_b8, sets=sets)
 
     def torch(self) -> int:
         reference = self.lock().get("export", {}).get("outputs", {}).get("reference", {}).get("path")
@@ -329,16 +332,24 @@ class Bench:
             return {}
         return lockfile.read(lockfile.lock_path(self.recipe_b8 if b8 else self.recipe))
 
+    def plan(self) -> dict | None:
+        """The batch-1 precision search's plan, where it has run."""
+        path = self.lock().get("precision-search", {}).get("outputs", {}).get("plan", {}).get("path")
+        return read_json(Path(path)) if path else None
+
     def write(self) -> tuple[Path, dict]:
         date = datetime.date.today().isoformat()
-        lock = self.lock()
-        plan = lock.get("precision-search", {}).get("outputs", {}).get("plan", {}).get("path")
-        measured = assemble(lock, read_json(self.torch_json), read_json(self.rerun_json), self.lock(b8=True),
-                            read_json(Path(plan)) if plan else None)
+        measured = assemble(self.lock(), read_json(self.torch_json), read_json(self.rerun_json), self.lock(b8=True),
+                            self.plan())
         results = {"recipe": self.recipe.name, "date": date, **measured}
         out = self.args.results_dir / f"{self.recipe.name}_{device_slug(results['env'])}_{date}.json"
         write_json(out, results)
         return out, results
+
+
+def searched_nodes(plan: dict) -> list[str]:
+    """The nodes a precision plan keeps FP32 by the search's choice (its rules' and pins' aside)."""
+    return sorted(n["node"] for n in plan["fp32_nodes"] if n["chosen_by"].startswith("search:"))
 
 
 def run(argv: list[str]) -> int:

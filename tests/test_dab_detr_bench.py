@@ -160,6 +160,21 @@ def test_each_trt_step_runs_its_rows_stages_and_what_they_need():
     assert {bench.TRT_ROWS[k].profile for k in ("trt_fp32", "trtpipe")} <= set(r50_b8.stages)
 
 
+def test_batch_8_builds_the_nodes_the_batch_1_search_chose():
+    from trtpipe import recipe
+
+    plan = {"fp32_nodes": [
+        {"node": "/model/decoder/Sin_9", "chosen_by": "search:greedy (rank 2)"},
+        {"node": "/class_embed/MatMul", "chosen_by": "search:build"},
+        {"node": "/model/decoder/Sigmoid_2", "chosen_by": "output-tail:boxes"},
+        {"node": "/model/encoder/layers.0/self_attn/Softmax", "chosen_by": "policy:Softmax"},
+    ]}  # fmt: skip
+    nodes = bench.searched_nodes(plan)
+    assert nodes == ["/class_embed/MatMul", "/model/decoder/Sin_9"]
+    b8 = recipe.load(bench.RECIPES_B8["r50"], [f"stages.mixed-precision.fp32_nodes={json.dumps(nodes)}"])
+    assert b8.stage("mixed-precision").fp32_nodes == nodes
+
+
 @pytest.mark.slow
 def test_steps_on_the_tiny_recipe(tmp_path, monkeypatch, capsys):
     """Every step, the torch rows on the CPU (compile aside, for time), the TensorRT rows' stages on ONNX Runtime,
