@@ -9,7 +9,8 @@ under this python, which needs TensorRT but no torch. The export stage and the t
 run under --torch-python, a python with torch (on the GPU machine a wrapper around the image's python3 that
 bench/gpu_session.sh writes). The export's result reaches the TensorRT runs through the lock file.
 
-Steps can run one command each, so that a GPU call runs them within its 10 minutes: the recipe's cache and lock file,
+Steps can run one command each, so that a GPU call runs them within its 10 minutes (consecutive TensorRT rows run in one
+trtpipe process, sharing TensorRT's timing cache): the recipe's cache and lock file,
 and the torch rows' JSON in build/<recipe>/, carry results from one to the next (run from the repository root). A
 step stopped part way keeps what it finished (stages, the search's candidates, torch rows): run it again. After each
 step the results so far go to bench/results/<recipe>_<gpu>_<date>.json; the table and the issue's targets are
@@ -204,13 +205,26 @@ def device_slug(env: dict) -> str:
     return re.sub(r"[^a-z0-9]+", "-", env.get("gpu", "cpu").lower()).strip("-")
 
 
-def step_stages(stages: dict, key: str) -> list[str]:
-    """The stages of a TensorRT row's step in run order: the row's and what they need, export aside (its result comes
+def step_stages(stages: dict, *keys: str) -> list[str]:
+    """The stages of TensorRT rows' steps in run order: the rows' and what they need, export aside (its result comes
     from the lock file). Stages of no row (mixed-precision, the report) run in the report step."""
     from trtpipe import dag
 
-    chosen = dag.ancestors(stages, TRT_ROWS[key].stages & set(stages)) - {"export"}
+    rows = set().union(*(TRT_ROWS[key].stages for key in keys))
+    chosen = dag.ancestors(stages, rows & set(stages)) - {"export"}
     return [s for s in dag.order(stages) if s in chosen]
+
+
+def groups(steps: list[str]) -> list[tuple[str, ...]]:
+    """Steps as they run: consecutive TensorRT rows in one process, where their builds share TensorRT's timing cache
+    (TensorRT 8.6 refused a cache file with Myelin timings that another process wrote: trtpipe.trt.builder)."""
+    out: list[tuple[str, ...]] = []
+    for step in steps:
+        if out and step in TRT_ROWS and out[-1][0] in TRT_ROWS:
+            out[-1] += (step,)
+        else:
+            out.append((step,))
+    return out
 
 
 # ---------------------------------------------------------------- printing
@@ -303,8 +317,8 @@ class Bench:
                     "--out", str(self.torch_json), "--model-kwargs", json.dumps(self.recipe.model.kwargs),
                     "--device", self.args.torch_device, "--rows", *self.args.torch_rows, *counts])
 
-    def trt(self, key: str) -> int:
-        return self.trtpipe([sys.executable], "--only", *step_stages(self.recipe.stages, key))
+    def trt(self, *keys: str) -> int:
+        return self.trtpipe([sys.executable], "--only", *step_stages(self.recipe.stages, *keys))
 
     def report(self) -> int:
         """Every stage but export (the report, mixed-precision, anything not run yet), then the same again, timed:
@@ -393,17 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     bench = Bench(args)
     steps = {"export": bench.export, "torch": bench.torch, "report": bench.report, "b8": bench.b8}
-    steps |= {key: (lambda key=key: bench.trt(key)) for key in TRT_ROWS}
     failed = []
-    for step in args.step:
-        if step == "torch" and args.skip_torch:
-            continue
-        print(f"== {step}", flush=True)
+    for group in groups([s for s in args.step if not (s == "torch" and args.skip_torch)]):
+        name = "+".join(group)
+        print(f"== {name}", flush=True)
         start = time.perf_counter()
-        code = steps[step]()
-        print(f"== {step}: {'ok' if code == 0 else f'failed ({code})'} in {time.perf_counter() - start:.0f} s",
+        code = bench.trt(*group) if group[0] in TRT_ROWS else steps[name]()
+        print(f"== {name}: {'ok' if code == 0 else f'failed ({code})'} in {time.perf_counter() - start:.0f} s",
               flush=True)
-        failed += [step] if code != 0 else []
+        failed += [name] if code != 0 else []
         bench.write()
     out, results = bench.write()
     print_results(results)
