@@ -28,7 +28,7 @@ class PrecisionSearch(Stage):
     """
 
     kind = "precision-search"
-    version = 2  # 2: the plan lists the candidates
+    version = 3  # 2: the plan lists the candidates; 3: the fastest candidate that met the budget
     inputs = ("model", "ranking", "reference")
     outputs = ("model", "plan")
     recipe_fields = ("inputs", "target")
