@@ -165,6 +165,26 @@ def test_greedy_finds_the_shortest_meeting_prefix():
     assert calls == [0, 1, 2, 4, 8, 6, 5]
 
 
+def test_greedy_grows_by_a_quarter_after_a_near_miss():
+    calls = []
+    ranking = [f"n{i}" for i in range(200)]
+
+    def met(fp32):
+        calls.append(len(fp32))
+        return len(fp32) >= 70
+
+    assert greedy(ranking, met, excess=lambda fp32: 1.05 if len(fp32) >= 60 else 10.0) == ranking[:70]
+    assert calls == [0, 1, 2, 4, 8, 16, 32, 64, 80, 72, 68, 70, 69]
+
+
+def test_budget_excess_is_the_worst_error_over_its_limit():
+    budget = Budget(mean_abs=1e-3, max_abs=3e-3, cosine=0.995)
+    assert budget.excess({"mean_abs": 2e-3, "max_abs": 1e-3, "cosine": 0.999}) == pytest.approx(2.0)
+    assert budget.excess({"mean_abs": 5e-4, "max_abs": 1e-3, "cosine": 0.98}) == pytest.approx(4.0)
+    assert budget.excess({"mean_abs": 0.0, "max_abs": 0.0, "cosine": 1.0, "finite": False}) == float("inf")
+    assert Budget(max_abs=0.0).excess({"max_abs": 0.0}) == 0.0 and Budget().excess({"max_abs": 1.0}) == 0.0
+
+
 def test_greedy_stops_bisecting_when_told_and_keeps_a_meeting_prefix():
     calls = []
 

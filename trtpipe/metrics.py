@@ -52,6 +52,20 @@ class Budget(BaseModel):
                 found.append(f"{key} {value:.3g} {'<' if key == 'cosine' else '>'} {limit:.3g}")
         return found
 
+    def excess(self, stats: dict) -> float:
+        """The worst error over its limit: 1 at the budget, above 1 past it (cosine: 1 - value over 1 - limit)."""
+        if not stats.get("finite", True):
+            return float("inf")
+        limits = self.model_dump(exclude_none=True).items()
+        ratios = (ratio(1 - stats[k], 1 - v) if k == "cosine" else ratio(stats[k], v) for k, v in limits)
+        return max(ratios, default=0.0)
+
+
+def ratio(value: float, limit: float) -> float:
+    if limit > 0:
+        return value / limit
+    return float("inf") if value > 0 else 0.0
+
 
 def check_budgets(outputs: dict, refs: dict, budgets: dict[str, Budget]) -> tuple[dict, dict[str, list[str]]]:
     """Error stats per output, and the budget violations per output (empty when every budget is met)."""
