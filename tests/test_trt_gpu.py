@@ -216,7 +216,8 @@ def test_aux_streams_on_and_off(tmp_path, load):
 
 
 def test_timing_cache_is_written_and_reused(tmp_path):
-    """Builds of one process share the cache in memory; a new process loads the file."""
+    """Builds of one process share the cache in memory; a new process loads the file, or says that TensorRT refused
+    it (8.6 refused caches with Myelin timings from other processes, "Myelin error from unknown graph")."""
     import subprocess
     import sys
 
@@ -232,11 +233,13 @@ def test_timing_cache_is_written_and_reused(tmp_path):
     third = builder.build(conv_model(tmp_path / "mixed.onnx", mixed=True), BuildOptions(), SHAPES, timing_cache=cache)
     assert third.metrics["timing_cache"] == "in memory" and cache.stat().st_size >= size
     script = ("import sys; from pathlib import Path; from trtpipe.trt import builder; from trtpipe.trt.config import "
-              f"BuildOptions; print(builder.build(Path(sys.argv[1]), BuildOptions(), {SHAPES!r}, "
-              "timing_cache=Path(sys.argv[2])).metrics['timing_cache'])")
+              f"BuildOptions; built = builder.build(Path(sys.argv[1]), BuildOptions(), {SHAPES!r}, "
+              "timing_cache=Path(sys.argv[2])); print(built.metrics['timing_cache'], "
+              "any('timing cache will not be used' in e for e in builder.LOG.errors()))")
     new_process = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fp32.onnx"), str(cache)],
                                  capture_output=True, text=True, check=True)
-    assert new_process.stdout.split()[-1] == "loaded"
+    state, refused = new_process.stdout.split()[-2:]
+    assert state == ("rejected" if refused == "True" else "loaded")
 
 
 def test_a_timing_cache_tensorrt_refuses_is_replaced(tmp_path):
