@@ -83,13 +83,17 @@ part)
   tail -n 5 "$JOB/log"
   ;;
 poll)
+  # Everything in one file, $OUT/session.tgz: a call brings back at most 8 files.
   end=$((SECONDS + ${2:-60}))
   while [ ! -e "$JOB/done" ] && [ $SECONDS -lt $end ]; do sleep 5; done
-  cp -r "$JOB/out/." "$OUT/"; cp "$JOB/log" "$OUT/pipeline.log"; cp recipes/*.lock.yaml "$OUT/" 2>/dev/null
-  mkdir -p "$OUT/trt"  # TensorRT's build logs, by stage directory, and the timing cache
-  find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$OUT/trt/$(basename "$(dirname "$f")").log"; done
-  find /tmp/cache -maxdepth 2 -name '*timing*' -exec cp {} "$OUT/trt/" \;
-  (cd /tmp/cache/scratch 2>/dev/null && tar czf "$OUT/evaluations.tgz" ./*/evaluations/*.json 2>/dev/null)
+  S=/tmp/collect; rm -rf $S; mkdir -p $S/trt
+  cp -r "$JOB/out/." $S/; cp "$JOB/log" $S/pipeline.log; cp recipes/*.lock.yaml $S/ 2>/dev/null
+  cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html $S/ 2>/dev/null
+  # TensorRT's build logs, by stage directory, the timing cache and the search's candidates
+  find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$S/trt/$(basename "$(dirname "$f")").log"; done
+  find /tmp/cache -maxdepth 2 -name '*timing*' -exec cp {} $S/trt/ \;
+  (cd /tmp/cache/scratch 2>/dev/null && tar czf $S/evaluations.tgz ./*/evaluations/*.json 2>/dev/null)
+  tar czf "$OUT/session.tgz" -C $S .
   tail -n 40 "$JOB/log"; [ -e "$JOB/done" ] && echo "pipeline done: $(cat "$JOB/done")"
   ;;
 pipeline)
@@ -104,8 +108,8 @@ pipeline)
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
-  [ -n "${GPU_TESTS:-}" ] && timeout 180 python -m pytest -q -m gpu tests/test_layernorm_plugin.py \
-    tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 15 | tee "$O/gpu_tests.txt"
+  [ -n "${GPU_TESTS:-}" ] && timeout 420 python -m pytest -q -rfE --tb=short -m gpu tests/test_layernorm_plugin.py \
+    tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 60 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
   python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report}
   torch_late=${TORCH_LATE-torch}; trt_late=${TRT_LATE-b8}

@@ -28,7 +28,7 @@ class PrecisionSearch(Stage):
     """
 
     kind = "precision-search"
-    version = 3  # 2: the plan lists the candidates; 3: the fastest candidate that met the budget
+    version = 4  # 2: the plan lists the candidates; 3: the fastest met candidate; 4: prefix growth by excess
     inputs = ("model", "ranking", "reference")
     outputs = ("model", "plan")
     recipe_fields = ("inputs", "target")
