@@ -21,8 +21,8 @@
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
 # TORCH_STEPS, TRT_STEPS, TORCH_LATE and TRT_LATE (steps of bench/dab_detr.py, in that order; empty: none) change
 # what `start` runs under each python; GPU_TESTS (a
-# pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) seeds
-# the TensorRT builds.
+# pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
+# to the first TensorRT build (TensorRT 8.6 refused every such file holding Myelin timings: "rejected" in the lock).
 # LayerNorm kernel variants: .lnx/variants.txz (ignored), a tar of .lnx/vN/ folders, each holding layernorm_bench and
 # libtrtpipe_layernorm.so of one kernel source (`make plugins BUILD_DIR=...`), carried with `start`; after the export
 # `pipeline` times each variant's layernorm_bench and runs bench/layernorm.py on the one whose slowest shape is the
