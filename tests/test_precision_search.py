@@ -70,6 +70,32 @@ def test_the_searched_graph_is_its_best_candidate_byte_for_byte(tmp_path):
     assert result.conversion.model.SerializeToString() == candidate.SerializeToString()
 
 
+def test_the_first_seed_that_meets_the_budget_replaces_the_greedy_prefix(tmp_path):
+    seeds = {"fc1": ["/fc1/MatMul"], "overflow": ["/fc2/MatMul", "/big/MatMul"], "unused": ["/act/Relu"]}
+    result = search(evaluator(tmp_path), ranked("reversed"), seeds=seeds)
+    assert list(result.fp32) == ["/big/MatMul"] and result.fp32["/big/MatMul"].startswith("search:seed overflow")
+    tried = [c.fp32 for c in result.candidates]
+    assert tried[:3] == [[], ["/fc1/MatMul"], ["/big/MatMul", "/fc2/MatMul"]]
+    assert ["/act/Relu"] not in tried and all(set(t) <= {"/big/MatMul", "/fc2/MatMul"} for t in tried[3:])
+
+
+def test_seeds_that_miss_leave_the_greedy_search_to_it(tmp_path):
+    seeded = search(evaluator(tmp_path / "seeded"), ranked(), seeds={"fc1": ["/fc1/MatMul"]})
+    plain = search(evaluator(tmp_path / "plain"), ranked())
+    assert seeded.fp32 == plain.fp32 and seeded.evaluations == plain.evaluations + 1
+
+
+def test_seed_patterns_match_whole_node_names():
+    from trtpipe.stages.precision_search import seed_nodes
+
+    candidates = ["/fc1/MatMul", "/big/MatMul", "/fc2/MatMul"]
+    assert seed_nodes({"s": [r"/fc\d/MatMul"]}, candidates) == {"s": ["/fc1/MatMul", "/fc2/MatMul"]}
+    with pytest.raises(StageError, match="seed 'b' matches no candidate node"):
+        seed_nodes({"a": ["/big/MatMul"], "b": ["MatMul"]}, candidates)
+    with pytest.raises(StageError, match=r"seed 'c': pattern '/fc\\d\(' is not a regular expression"):
+        seed_nodes({"c": [r"/fc\d("]}, candidates)
+
+
 def test_unreachable_budget_is_an_error(tmp_path):
     with pytest.raises(StageError, match="not met even with all 5 candidate nodes"):
         search(evaluator(tmp_path, budget={"y": Budget(cosine=1.5)}), ranked())

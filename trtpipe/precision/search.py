@@ -3,7 +3,9 @@ output, measured on a backend.
 
 0. build: when low precision everywhere but the pins does not build, the nodes of the layer the backend failed on
    stay FP32 (once: a candidate that still does not build ends the search with the backend's error);
-1. greedy: keep the top of the sensitivity ranking FP32, growing the prefix from 1 node until the budget is met, by
+1. seeds: node sets named in the recipe (a subgraph suspected to need FP32), tried in order; the first that meets the
+   budget goes to step 2 as it is; when none does (or none is given),
+   greedy: keep the top of the sensitivity ranking FP32, growing the prefix from 1 node until the budget is met, by
    the factor its worst error is over the budget, between 1.25 and 2 (doubling while far off; on DAB-DETR-R50 a
    prefix of 64 missed by 5% and the doubling's 128 built an engine 39% slower), then bisect to the shortest prefix
    that meets it;
@@ -178,9 +180,10 @@ def search(
     merge_cost: float | None = 0.5,
     max_evaluations: int | None = None,
     max_seconds: float | None = None,
+    seeds: Mapping[str, list[str]] | None = None,
 ) -> SearchResult:
     """`ranking`: candidate nodes, most sensitive first (every candidate should be there), or a function that computes
-    it, called only when low precision everywhere but the pins misses the budget."""
+    it, called only when low precision everywhere but the pins misses the budget. `seeds`: name -> nodes."""
     base = buildable(evaluate)
 
     def met(fp32: list[str]) -> bool:
@@ -194,12 +197,17 @@ def search(
 
     ranked: list[str] = []
     chosen: list[str] = []
+    step = "greedy"
     if not met([]):
         ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins and n not in base]
-        chosen = greedy(ranked, met, more, lambda fp32: evaluate.excess([*base, *fp32]))
+        seeded = {name: [n for n in ranked if n in set(nodes)] for name, nodes in (seeds or {}).items()}
+        if seed := next((name for name, nodes in seeded.items() if met(nodes)), None):
+            step, chosen = f"seed {seed}", seeded[seed]
+        else:
+            chosen = greedy(ranked, met, more, lambda fp32: evaluate.excess([*base, *fp32]))
 
     def why(nodes: Iterable[str]) -> dict[str, str]:
-        return {n: "search:build" if n in base else f"search:greedy (rank {ranked.index(n) + 1})" for n in nodes}
+        return {n: "search:build" if n in base else f"search:{step} (rank {ranked.index(n) + 1})" for n in nodes}
 
     steps = why([*base, *ddmin(chosen, met, more)])
     best = evaluate(steps)

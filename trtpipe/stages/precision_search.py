@@ -15,10 +15,11 @@ class PrecisionSearch(Stage):
     """The smallest FP32 set that meets `budget` per output on the recipe's target (trtpipe.precision.search).
 
     Builds low precision everywhere but the pins first (when that does not build, once more with the nodes of the
-    layer the backend failed on FP32, else the stage fails); when that misses the budget, starts from the `ranking` of a
-    sensitivity stage (else a local sensitivity run here), adds nodes greedily, removes what is not needed (delta
-    debugging), then merges FP32 islands where that removes Casts and keeps the budget; with `max_evaluations` or
-    `max_seconds`, the refining steps stop once that many candidates or seconds of them were spent.
+    layer the backend failed on FP32, else the stage fails); when that misses the budget, tries the `seeds` (named node
+    sets, by regular expressions of node names) in order, or else, from the `ranking` of a sensitivity stage (or a
+    local sensitivity run here), adds nodes greedily; then removes what is not needed (delta debugging), then merges
+    FP32 islands where that removes Casts and keeps the budget; with `max_evaluations` or `max_seconds`, the refining
+    steps stop once that many candidates or seconds of them were spent.
     `fp32_nodes` and the tails of `output_tails` (trtpipe.precision.rules.output_tail) are pinned FP32. On ONNX
     Runtime, candidates run with low precision emulated (trtpipe.precision.emulate): its CPU float16 mostly computes
     and stores in FP32, which would hide overflow. Every evaluated candidate is kept in the stage's scratch directory,
@@ -28,7 +29,7 @@ class PrecisionSearch(Stage):
     """
 
     kind = "precision-search"
-    version = 4  # 2: the plan lists the candidates; 3: the fastest met candidate; 4: prefix growth by excess
+    version = 5  # 2: candidates in the plan; 3: the fastest met candidate; 4: prefix growth by excess; 5: seeds
     inputs = ("model", "ranking", "reference")
     outputs = ("model", "plan")
     recipe_fields = ("inputs", "target")
@@ -45,6 +46,7 @@ class PrecisionSearch(Stage):
     chunk: int = Field(64, ge=1)
     max_evaluations: int | None = Field(None, ge=1)  # candidates evaluated at most (see trtpipe.precision.search)
     max_seconds: float | None = Field(None, gt=0)  # seconds of candidate evaluations at most, likewise
+    seeds: dict[str, list[str]] = {}  # name -> regular expressions of node names (full match), tried before greedy
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds (plugins as in build)
 
     def key_files(self, recipe) -> dict[str, Path]:
@@ -86,7 +88,8 @@ class PrecisionSearch(Stage):
             model, feeds, refs, self.budget, backend, ctx.scratch, self.dtype, self.keep_io_types, pins,
             emulate=ctx.target == "onnxruntime", report=ctx.report,
         )  # fmt: skip
-        result = search(evaluate, ranked, self.merge_cost, self.max_evaluations, self.max_seconds)
+        seeds = seed_nodes(self.seeds, analysis.candidates)
+        result = search(evaluate, ranked, self.merge_cost, self.max_evaluations, self.max_seconds, seeds)
         out = onnxio.save(result.conversion.model, ctx.out("model.onnx"))
         plan = self.plan(result, analysis.ops, backend, source)
         ctx.out("plan.json").write_text(json.dumps(plan, indent=1))
@@ -130,6 +133,26 @@ class PrecisionSearch(Stage):
             "evaluations_run": result.ran,
             "casts_onnxconverter_common": count_casts(theirs) - count_casts(model),
         }
+
+
+def seed_nodes(seeds: dict[str, list[str]], candidates: list[str]) -> dict[str, list[str]]:
+    """Each seed's candidate nodes, by its patterns (full matches of node names); a seed that matches none fails."""
+    import re
+
+    from trtpipe.errors import StageError
+
+    found = {}
+    for name, patterns in seeds.items():
+        try:
+            compiled = [re.compile(p) for p in patterns]
+        except re.error as e:
+            raise StageError(f"seed '{name}': pattern '{e.pattern}' is not a regular expression: {e}") from None
+        found[name] = [c for c in candidates if any(p.fullmatch(c) for p in compiled)]
+        if not found[name]:
+            example = f", e.g. '{candidates[0]}'" if candidates else ""
+            raise StageError(f"seed '{name}' matches no candidate node",
+                             hint=f"patterns match whole ONNX node names{example}")
+    return found
 
 
 def candidate(e) -> dict:
