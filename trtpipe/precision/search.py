@@ -19,8 +19,9 @@ resumes by replaying its decisions from those records, evaluating only what it h
 candidate's record also holds its latency (CUDA graph replay), so that the plan shows what each step costs.
 With `max_evaluations` or `max_seconds` (a TensorRT candidate is a build of a minute or more), the search stops
 refining once that many candidates were evaluated, or when the next one, taking as long as the last, would end past
-that many seconds of evaluations: the doubling still runs until a prefix meets the budget, then bisection, delta
-debugging and the island merge stop where the count or the time runs out, keeping the best set met so far.
+that many seconds of evaluations: the seeds are still tried and the prefix still grows until one meets the budget,
+then bisection, delta debugging and the island merge stop where the count or the time runs out, keeping the best
+set met so far.
 """
 
 from __future__ import annotations
@@ -196,18 +197,20 @@ def search(
         return max_seconds is None or sum(spent) + spent[-1] <= max_seconds
 
     ranked: list[str] = []
+    rank: dict[str, int] = {}
     chosen: list[str] = []
     step = "greedy"
     if not met([]):
         ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins and n not in base]
-        seeded = {name: [n for n in ranked if n in set(nodes)] for name, nodes in (seeds or {}).items()}
+        rank = {n: i + 1 for i, n in enumerate(ranked)}
+        seeded = {name: sorted(set(nodes) & rank.keys(), key=rank.get) for name, nodes in (seeds or {}).items()}
         if seed := next((name for name, nodes in seeded.items() if met(nodes)), None):
             step, chosen = f"seed {seed}", seeded[seed]
         else:
             chosen = greedy(ranked, met, more, lambda fp32: evaluate.excess([*base, *fp32]))
 
     def why(nodes: Iterable[str]) -> dict[str, str]:
-        return {n: "search:build" if n in base else f"search:{step} (rank {ranked.index(n) + 1})" for n in nodes}
+        return {n: "search:build" if n in base else f"search:{step} (rank {rank[n]})" for n in nodes}
 
     steps = why([*base, *ddmin(chosen, met, more)])
     best = evaluate(steps)
