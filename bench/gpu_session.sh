@@ -108,7 +108,7 @@ pipeline)
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
-  [ -n "${GPU_TESTS:-}" ] && timeout 420 python -m pytest -q -rfE --tb=short -m gpu tests/test_layernorm_plugin.py \
+  [ -n "${GPU_TESTS:-}" ] && timeout 300 python -m pytest -q -rfE --tb=short -m gpu tests/test_layernorm_plugin.py \
     tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 60 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
   python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report}
