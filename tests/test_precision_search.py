@@ -92,8 +92,6 @@ def test_seed_patterns_match_whole_node_names():
     assert seed_nodes({"s": [r"/fc\d/MatMul"]}, candidates) == {"s": ["/fc1/MatMul", "/fc2/MatMul"]}
     with pytest.raises(StageError, match="seed 'b' matches no candidate node"):
         seed_nodes({"a": ["/big/MatMul"], "b": ["MatMul"]}, candidates)
-    with pytest.raises(StageError, match=r"seed 'c': pattern '/fc\\d\(' is not a regular expression"):
-        seed_nodes({"c": [r"/fc\d("]}, candidates)
 
 
 def test_unreachable_budget_is_an_error(tmp_path):

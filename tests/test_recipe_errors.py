@@ -74,6 +74,10 @@ BROKEN = {
     "bad target": (TINY_HEAD + "target: tensorrtt\n" + STAGES, "target: Input should be 'onnxruntime' or 'tensorrt'"),
     "bad name": (TINY_HEAD.replace("name: tiny", "name: 'a b'") + STAGES, "name: String should match"),
     "missing name": (TINY_HEAD.replace("name: tiny\n", "") + STAGES, "recipe.yaml:1:1: name: missing required key"),
+    "bad seed pattern": (
+        TINY_HEAD + "stages:\n  s: {uses: precision-search, budget: {y: {max_abs: 1.0}}, seeds: {a: ['/fc(']}}\n",
+        "seed 'a': '/fc(' is not a regular expression",
+    ),
     "factory recipe without model producer": (
         "name: t\nmodel: {factory: 'a.b:c'}\ninputs:\n  x: {shape: [1]}\nstages:\n  s: {uses: inspect}\n",
         "stage 's' has no model to work on",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trtpipe.metrics import Budget
 from trtpipe.stages.base import Context, Ref, Result, Stage, register
@@ -48,6 +48,19 @@ class PrecisionSearch(Stage):
     max_seconds: float | None = Field(None, gt=0)  # seconds of candidate evaluations at most, likewise
     seeds: dict[str, list[str]] = {}  # name -> regular expressions of node names (full match), tried before greedy
     builder: BuildOptions = BuildOptions()  # TensorRT target: options for the candidate builds (plugins as in build)
+
+    @field_validator("seeds")
+    @classmethod
+    def regular_expressions(cls, seeds: dict[str, list[str]]) -> dict[str, list[str]]:
+        import re
+
+        for name, patterns in seeds.items():
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ValueError(f"seed '{name}': '{pattern}' is not a regular expression ({e})") from None
+        return seeds
 
     def key_files(self, recipe) -> dict[str, Path]:
         return super().key_files(recipe) | self.builder.plugin_files(recipe.dir)
@@ -143,11 +156,7 @@ def seed_nodes(seeds: dict[str, list[str]], candidates: list[str]) -> dict[str, 
 
     found = {}
     for name, patterns in seeds.items():
-        try:
-            compiled = [re.compile(p) for p in patterns]
-        except re.error as e:
-            raise StageError(f"seed '{name}': pattern '{e.pattern}' is not a regular expression: {e}") from None
-        found[name] = [c for c in candidates if any(p.fullmatch(c) for p in compiled)]
+        found[name] = [c for c in candidates if any(re.fullmatch(p, c) for p in patterns)]
         if not found[name]:
             example = f", e.g. '{candidates[0]}'" if candidates else ""
             raise StageError(f"seed '{name}' matches no candidate node",
