@@ -18,7 +18,8 @@
 #   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
 #                                          and the parts from GPU_PARTS (default .gpu)
-#   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, copies its results so far to $OUT
+#   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, packs its results so far into
+#                                          $OUT/session.tgz (one file: a call brings back at most 8)
 # TORCH_STEPS, TRT_STEPS, TORCH_LATE and TRT_LATE (steps of bench/dab_detr.py, in that order; empty: none) change
 # what `start` runs under each python; GPU_TESTS (a
 # pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
