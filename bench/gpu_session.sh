@@ -13,7 +13,7 @@
 # build/plugins/libtrtpipe_layernorm_plugin.so (make plugins) with the first call, one part per later call; make each
 # call as soon as the last returns: the machine goes back 30 s after a call ends, with all it holds):
 #   bash bench/gpu_session.sh start        starts `pipeline` (setsid): DAB-DETR r50 export, then, once every part
-#                                          is in, the TensorRT rows (trtpipe's first), the report, the torch rows
+#                                          is in, the TensorRT rows (one trtpipe process), the report, the torch rows
 #                                          and batch 8 (recipes/dab_detr_b8.yaml)
 #   bash bench/gpu_session.sh part NN      copies part NN into /opt/trtparts (`part NN last` for the last one);
 #                                          a call's carry replaces the last call's: carry part NN with its own call,
@@ -101,8 +101,8 @@ pipeline)
   O=$JOB/out; r50="--size r50 --torch-python /tmp/torch-python --cache-dir /tmp/cache --results-dir $O"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$O/gpu.txt"
   ls /usr/local/cuda/lib64 2>/dev/null | grep -i nvrtc; date
-  # The export and the LayerNorm variants while the parts arrive; then the TensorRT rows, trtpipe's first (its search
-  # takes the most device time), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took
+  # The export and the LayerNorm variants while the parts arrive; then the TensorRT rows in one trtpipe process (their
+  # builds share the timing cache), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took
   # 33.7 ms, 20.1 ms idle) and batch 8.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export}
   [ -d /tmp/lnx ] && layernorm_variants "$O"
