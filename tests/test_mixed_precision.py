@@ -312,6 +312,19 @@ def test_mixed_precision_stage(tmp_path):
     assert metrics["nodes"]["float16"] == 1 and metrics["onnxruntime_check"] == "passed"
 
 
+NO_RULES = "fragile_ops: [], norm_divisors: false, initializer_range: false, reduction_max: null, activation_max: null"
+
+
+def test_mixed_precision_stage_pins_by_regular_expression(tmp_path):
+    inputs = "x: {shape: [32, 64], low: -1, high: 1}"
+    result = run_mixed_precision_stage(tmp_path, rule_graph(), inputs, "fp32_nodes: ['/(side|out)/.*'], " + NO_RULES)
+    pins = {n for n, why in result.metrics["fp32_nodes"].items() if why == "pin"}
+    assert pins == {"/side/Relu", "/out/Tanh"}
+    (tmp_path / "b").mkdir()
+    with pytest.raises(StageError, match="'/nothing/.*' matches no ONNX node"):
+        run_mixed_precision_stage(tmp_path / "b", rule_graph(), inputs, "fp32_nodes: [/nothing/.*]")
+
+
 def test_mixed_precision_stage_rejects_an_overflowing_graph(tmp_path):
     """ONNX Runtime's CPU float16 would hide it; the emulated run does not."""
     with pytest.raises(StageError, match="NaN/Inf in y"):

@@ -1,8 +1,10 @@
-"""Small ONNX helpers shared by stages: load with a clear error, save, and graph statistics."""
+"""Small ONNX helpers shared by stages: load with a clear error, save, graph statistics, nodes by name pattern."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,16 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
     onnx.save(model, str(path))
     return path
+
+
+def matching_nodes(names: Iterable[str], patterns: list[str], what: str = "fp32_nodes") -> list[str]:
+    """The names (in their order) that fully match one of `patterns`, node names or regular expressions; a pattern
+    that matches no name is an error."""
+    names = list(names)
+    regexes = [re.compile(p) for p in patterns]
+    if unmatched := [p for p, r in zip(patterns, regexes) if not any(r.fullmatch(n) for n in names)]:
+        raise StageError(f"{what}: '{unmatched[0]}' matches no ONNX node", hint="patterns match whole node names")
+    return [n for n in names if any(r.fullmatch(n) for r in regexes)]
 
 
 def opset(model: onnx.ModelProto) -> int:

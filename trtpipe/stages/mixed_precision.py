@@ -27,7 +27,7 @@ class MixedPrecision(Stage, Rules):
     model: Ref | None = None
     dtype: Literal["float16", "bfloat16"] = "float16"
     keep_io_types: bool = True
-    fp32_nodes: list[str] = []
+    fp32_nodes: list[str] = []  # ONNX node names or regular expressions (full match)
     merge_cost: float | None = Field(0.5, ge=0)
     chunk: int = Field(64, ge=1)
 
@@ -48,7 +48,8 @@ class MixedPrecision(Stage, Rules):
         feeds = make_inputs(ctx.recipe)
         rules = Rules(**self.model_dump(include=set(Rules.model_fields)))
         ctx.report("choosing FP32 nodes")
-        chosen = dict.fromkeys(self.fp32_nodes, "pin") | choose_fp32(model, rules, self.dtype, feeds, self.chunk)
+        pins = onnxio.matching_nodes((n.name for n in model.graph.node), self.fp32_nodes)
+        chosen = dict.fromkeys(pins, "pin") | choose_fp32(model, rules, self.dtype, feeds, self.chunk)
         conversion = convert(model, chosen, self.dtype, self.keep_io_types, self.merge_cost)
         ctx.report(f"{len(conversion.fp32)} FP32 nodes, {conversion.casts} casts; running in ONNX Runtime")
         onnx_runtime = check_runs(conversion.model, feeds, self.dtype)

@@ -9,11 +9,8 @@ itself, so a pin means the same in both worlds.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from trtpipe.errors import StageError
 
 if TYPE_CHECKING:
     import onnx
@@ -66,10 +63,10 @@ def pin_fp32(model: onnx.ModelProto, patterns: list[str]) -> tuple[onnx.ModelPro
     import onnx
     import onnx_graphsurgeon as gs
 
-    regexes = [re.compile(p) for p in patterns]
+    from trtpipe.onnxio import matching_nodes
+
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
-    if unmatched := [p for p, r in zip(patterns, regexes) if not any(r.fullmatch(n.name) for n in graph.nodes)]:
-        raise StageError(f"fp32_nodes: '{unmatched[0]}' matches no ONNX node", hint="patterns match whole node names")
+    chosen = set(matching_nodes((n.name for n in graph.nodes), patterns))
     widened: dict[str, gs.Tensor] = {}
 
     def wide(tensor):
@@ -82,7 +79,7 @@ def pin_fp32(model: onnx.ModelProto, patterns: list[str]) -> tuple[onnx.ModelPro
 
     pinned = []
     for node in list(graph.nodes):
-        if node.op in NO_COMPUTE or not any(r.fullmatch(node.name) for r in regexes):
+        if node.op in NO_COMPUTE or node.name not in chosen:
             continue
         low_in = [i for i, t in enumerate(node.inputs) if is_low(t)]
         low_out = [i for i, t in enumerate(node.outputs) if is_low(t)]
