@@ -21,8 +21,9 @@
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, packs its results so far into
 #                                          $OUT/session.tgz (one file: a call brings back at most 8)
 # TORCH_STEPS, TRT_STEPS, TORCH_LATE and TRT_LATE (steps of bench/dab_detr.py, in that order; empty: none) change
-# what `start` runs under each python; GPU_TESTS (a
-# pytest -k expression) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
+# what `start` runs under each python; EXTRA_RECIPES (recipe files, e.g. bench/gpu/dab_fp32_sets.yaml) run whole
+# before TRT_STEPS (their export with the others); GPU_TESTS (a pytest -k expression over GPU_TEST_FILES) runs those
+# GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
 # to the first TensorRT build (TensorRT 8.6 refused every such file holding Myelin timings: "rejected" in the lock).
 # LayerNorm kernel variants: .lnx/variants.txz (ignored), a tar of .lnx/vN/ folders, each holding layernorm_bench and
 # libtrtpipe_layernorm.so of one kernel source (`make plugins BUILD_DIR=...`), carried with `start`; after the export
@@ -88,7 +89,7 @@ poll)
   end=$((SECONDS + ${2:-60}))
   while [ ! -e "$JOB/done" ] && [ $SECONDS -lt $end ]; do sleep 5; done
   S=/tmp/collect; rm -rf $S; mkdir -p $S/trt
-  cp -r "$JOB/out/." $S/; cp "$JOB/log" $S/pipeline.log; cp recipes/*.lock.yaml $S/ 2>/dev/null
+  cp -r "$JOB/out/." $S/; cp "$JOB/log" $S/pipeline.log; cp recipes/*.lock.yaml bench/gpu/*.lock.yaml $S/ 2>/dev/null
   cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html $S/ 2>/dev/null
   # TensorRT's build logs, by stage directory, the timing cache and the search's candidates
   find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$S/trt/$(basename "$(dirname "$f")").log"; done
@@ -105,14 +106,17 @@ pipeline)
   # builds share the timing cache), the torch rows on an otherwise idle machine (while parts arrived, eager FP32 took
   # 33.7 ms, 20.1 ms idle) and batch 8.
   /tmp/torch-python bench/dab_detr.py $r50 --step ${TORCH_STEPS:-export}
+  for r in ${EXTRA_RECIPES:-}; do /tmp/torch-python -m trtpipe run "$r" --until export --cache-dir /tmp/cache; done
   [ -d /tmp/lnx ] && layernorm_variants "$O"
   while [ ! -e /opt/trtparts/.all ]; do sleep 5; done
   mkdir -p build/plugins && cp /tmp/plugins/*.so build/plugins/
   bundle || { echo "bundle install failed"; echo failed > "$JOB/done"; exit 1; }
-  [ -n "${GPU_TESTS:-}" ] && timeout 300 python -m pytest -q -rfE --tb=short -m gpu tests/test_layernorm_plugin.py \
-    tests/test_trt_gpu.py -k "$GPU_TESTS" 2>&1 | tail -n 60 | tee "$O/gpu_tests.txt"
+  [ -n "${GPU_TESTS:-}" ] && timeout 300 python -m pytest -q -rfE --tb=short -m gpu \
+    ${GPU_TEST_FILES:-tests/test_layernorm_plugin.py tests/test_trt_gpu.py} -k "$GPU_TESTS" 2>&1 | tail -n 60 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
-  python bench/dab_detr.py $r50 --target tensorrt --step ${TRT_STEPS:-trtpipe trt_fp16_naive trt_fp32 report}
+  for r in ${EXTRA_RECIPES:-}; do python -m trtpipe run "$r" --cache-dir /tmp/cache 2>&1 | tee "$O/${r##*/}.txt"; done
+  trt_steps=${TRT_STEPS-trtpipe trt_fp16_naive trt_fp32 report}
+  [ -n "$trt_steps" ] && python bench/dab_detr.py $r50 --target tensorrt --step $trt_steps
   torch_late=${TORCH_LATE-torch}; trt_late=${TRT_LATE-b8}
   [ -n "$torch_late" ] && /tmp/torch-python bench/dab_detr.py $r50 --step $torch_late
   [ -n "$trt_late" ] && python bench/dab_detr.py $r50 --target tensorrt --step $trt_late
