@@ -67,6 +67,15 @@ def test_pins_move_nodes_to_fp32_with_casts_at_their_edges():
     np.testing.assert_allclose(run(pinned, x), run(model, x), atol=2e-3)
 
 
+def test_consecutive_pins_pass_fp32_between_them():
+    pinned, changed = precision.pin_fp32(mixed_model(), ["/fc/MatMul", "/act/Relu"])
+    assert changed == ["/fc/MatMul", "/act/Relu"]
+    relu = next(n for n in pinned.graph.node if n.name == "/act/Relu")
+    matmul = next(n for n in pinned.graph.node if n.name == "/fc/MatMul")
+    assert relu.input[0] == matmul.output[0]  # no FP16 round trip
+    assert len([n for n in pinned.graph.node if n.op_type == "Cast"]) == 5  # 2 + x16 and w widened + r narrowed
+
+
 def test_pins_that_match_nothing_are_an_error():
     with pytest.raises(StageError, match="'/nothing/.*' matches no ONNX node"):
         precision.pin_fp32(mixed_model(), ["/nothing/.*"])

@@ -58,7 +58,8 @@ def node_name(node) -> str:
 
 def pin_fp32(model: onnx.ModelProto, patterns: list[str]) -> tuple[onnx.ModelProto, list[str]]:
     """Runs the nodes whose names fully match a pattern in FP32: their low-precision inputs are cast to FP32 (one Cast
-    per tensor) and their outputs cast back. Returns the new model and the nodes that changed."""
+    per tensor) and their outputs cast back, for the nodes that are not pinned too (the graph is in topological order,
+    as ONNX requires). Returns the new model and the nodes that changed."""
     import numpy as np
     import onnx
     import onnx_graphsurgeon as gs
@@ -91,6 +92,7 @@ def pin_fp32(model: onnx.ModelProto, patterns: list[str]) -> tuple[onnx.ModelPro
             node.outputs[i] = fp32
             back = gs.Node("Cast", f"{narrow.name}/from_fp32", {"to": onnx_type(narrow.dtype)}, [fp32], [narrow])
             graph.nodes.append(back)
+            widened[narrow.name] = fp32  # a pinned reader takes it unrounded
         if low_in or low_out:
             pinned.append(node.name)
     graph.cleanup().toposort()
