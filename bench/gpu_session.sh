@@ -90,7 +90,9 @@ poll)
   while [ ! -e "$JOB/done" ] && [ $SECONDS -lt $end ]; do sleep 5; done
   S=/tmp/collect; rm -rf $S; mkdir -p $S/trt
   cp -r "$JOB/out/." $S/; cp "$JOB/log" $S/pipeline.log; cp recipes/*.lock.yaml bench/gpu/*.lock.yaml $S/ 2>/dev/null
-  cp build/dab_detr/bench_torch.json build/dab_detr/report/report.html $S/ 2>/dev/null
+  cp build/dab_detr/bench_torch.json $S/ 2>/dev/null
+  find build -path '*/report/report.html' | while read -r f; do cp "$f" "$S/report_$(echo "$f" | cut -d/ -f2).html"; done
+  find build -name '*.json' -size -5M | tar czf $S/stage_json.tgz -T - 2>/dev/null  # profiles, engine layers, plans
   # TensorRT's build logs, by stage directory, the timing cache and the search's candidates
   find /tmp/cache -name tensorrt.log | while read -r f; do cp "$f" "$S/trt/$(basename "$(dirname "$f")").log"; done
   find /tmp/cache -maxdepth 2 -name '*timing*' -exec cp {} $S/trt/ \;
