@@ -3,19 +3,12 @@
 // Contract (the ONNX op `TrtpipeLayerNorm` written by fuse-plugins): inputs x, gamma, beta; gamma and beta hold as
 // many values as x's last dimension; one float field `epsilon`; normalization over the last axis; the output has x's
 // shape and type. Tensors are linear FP32 or FP16, all three inputs of one type.
-//
-// The library registers its creator with TensorRT's plugin registry when it is loaded (PluginRegistration below): the
-// convention of trtexec --plugins / --staticPlugins and polygraphy --plugins; trtpipe loads it with ctypes.CDLL. It
-// links libnvinfer (getPluginRegistry, getLogger), so it registers with the libnvinfer of the process that loads it.
 #pragma once
 
 #include "layernorm.h"
+#include "trtpipe_plugin.h"
 
-#include <NvInferRuntime.h>
-
-#include <cstdarg>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 
 namespace trtpipe
@@ -25,43 +18,6 @@ constexpr char const* kLayerNormName = "TrtpipeLayerNorm";
 constexpr char const* kLayerNormVersion = "1";
 constexpr float kDefaultEpsilon = 1e-5F;
 constexpr int32_t kLayerNormInputs = 3;
-
-// An error through TensorRT's global logger (its first builder's or runtime's), or on stderr while there is none.
-__attribute__((format(printf, 1, 2))) inline void logError(char const* format, ...)
-{
-    char message[512];
-    int const prefix = std::snprintf(message, sizeof(message), "%s: ", kLayerNormName);
-    va_list args;
-    va_start(args, format);
-    std::vsnprintf(message + prefix, sizeof(message) - prefix, format, args);
-    va_end(args);
-    nvinfer1::ILogger* const logger = getLogger();
-    if (logger != nullptr)
-        logger->log(nvinfer1::ILogger::Severity::kERROR, message);
-    else
-        std::fprintf(stderr, "%s\n", message);
-}
-
-// Registers a Creator with TensorRT's plugin registry, in the default namespace, when the library is loaded: one
-// object of this type at namespace scope. The registry keeps a reference to the creator, which lives as long as the
-// library.
-template <typename Creator>
-class PluginRegistration
-{
-public:
-    PluginRegistration()
-    {
-        if (!getPluginRegistry()->registerCreator(mCreator, ""))
-            logError("TensorRT's plugin registry refused the creator of %s version %s (one is registered already?)",
-                mCreator.getPluginName(), mCreator.getPluginVersion());
-    }
-
-    PluginRegistration(PluginRegistration const&) = delete;
-    PluginRegistration& operator=(PluginRegistration const&) = delete;
-
-private:
-    Creator mCreator;
-};
 
 inline nvinfer1::PluginFieldCollection const* layerNormFieldNames()
 {
@@ -81,7 +37,7 @@ inline bool parseLayerNormFields(nvinfer1::PluginFieldCollection const* fc, floa
             && field.type == nvinfer1::PluginFieldType::kFLOAT32 && field.length == 1 && field.data != nullptr;
         if (!isEpsilon)
         {
-            logError("unexpected field '%s': the only field is epsilon, one float32", field.name);
+            logError(kLayerNormName, "unexpected field '%s': the only field is epsilon, one float32", field.name);
             return false;
         }
         epsilon = *static_cast<float const*>(field.data);
@@ -98,21 +54,13 @@ inline bool supportsLayerNormFormat(int32_t pos, nvinfer1::PluginTensorDesc cons
     return desc.type == xType;
 }
 
-inline int64_t volume(nvinfer1::Dims const& dims)
-{
-    int64_t n = 1;
-    for (int32_t i = 0; i < dims.nbDims; ++i)
-        n *= dims.d[i];
-    return n;
-}
-
 // False (with a message) when gamma or beta does not hold one value per column of x. Unknown (-1) dimensions of x
 // pass: they are checked again with the actual shapes.
 inline bool checkLayerNormShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& gamma, nvinfer1::Dims const& beta)
 {
     if (x.nbDims < 1)
     {
-        logError("x must have at least one dimension");
+        logError(kLayerNormName, "x must have at least one dimension");
         return false;
     }
     int64_t const cols = x.d[x.nbDims - 1];
@@ -120,7 +68,7 @@ inline bool checkLayerNormShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& 
         return true;
     if (volume(gamma) != cols || volume(beta) != cols)
     {
-        logError("gamma and beta have %lld and %lld values, expected %lld (x's last dimension)",
+        logError(kLayerNormName, "gamma and beta have %lld and %lld values, expected %lld (x's last dimension)",
             static_cast<long long>(volume(gamma)), static_cast<long long>(volume(beta)), static_cast<long long>(cols));
         return false;
     }
@@ -143,7 +91,7 @@ inline int32_t enqueueLayerNorm(nvinfer1::PluginTensorDesc const* inputDesc, voi
         : trtpipe_layernorm_f32(static_cast<float const*>(inputs[0]), static_cast<float const*>(inputs[1]),
             static_cast<float const*>(inputs[2]), static_cast<float*>(outputs[0]), rows, cols, epsilon, stream);
     if (status != 0)
-        logError("kernel launch failed: %s", cudaGetErrorString(static_cast<cudaError_t>(status)));
+        logError(kLayerNormName, "kernel launch failed: %s", cudaGetErrorString(static_cast<cudaError_t>(status)));
     return status;
 }
 

@@ -145,7 +145,7 @@ public:
         float epsilon = kDefaultEpsilon;
         if (serialLength != sizeof(epsilon))
         {
-            logError("serialized plugin has the wrong size");
+            logError(kLayerNormName, "serialized plugin has the wrong size");
             return nullptr;
         }
         std::memcpy(&epsilon, serialData, sizeof(epsilon));
