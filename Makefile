@@ -25,6 +25,7 @@ demo:
 
 plugins:
 	$(MAKE) -f plugins_src/layernorm/Makefile
+	$(MAKE) -f plugins_src/sine_embedding/Makefile
 
 # DAB-DETR R50 end to end (issue 7): TensorRT on a GPU; TARGET=onnxruntime runs it on a CPU
 TARGET ?= tensorrt
