@@ -34,11 +34,12 @@ class Builder:
         self.inits.append(numpy_helper.from_array(array, name))
         return name
 
-    def op(self, op, *inputs, **attrs):
-        out = f"t{len(self.nodes)}"
+    def op(self, op, *inputs, outputs=1, **attrs):
+        """The output's name, or a list of `outputs` names."""
+        outs = [f"t{len(self.nodes)}" + (f"_{i}" if outputs > 1 else "") for i in range(outputs)]
         name = f"{self.module}/{op}_{len(self.nodes)}"
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=name, **attrs))
-        return out
+        self.nodes.append(helper.make_node(op, list(inputs), outs, name=name, **attrs))
+        return outs if outputs > 1 else outs[0]
 
     def mean(self, x, axes, keepdims=1):
         if self.opset >= 18:
@@ -364,6 +365,185 @@ def test_trtpipe_layernorm_over_two_axes_is_kept_with_the_reason():
     assert "last axis only" in report["layernorm"]["kept"][0]["reason"]
 
 
+# ---------------------------------------------------------------- DETR sine embeddings (TensorRT plugin only)
+
+SINE = {"sine-embedding": "trtpipe_sine_embedding"}
+
+
+def sine_embedding(b, pos, *, coords=4, dim=8, order=(1, 0, 2, 3), scale=None, step=2, sin_on_even=True,
+                   shape="dynamic", squeeze=False, temperatures=(10000,) * 4):
+    """transformers' encode_sinusoidal_position_embedding as the torchscript exporter writes it (opset >= 13) and
+    onnxsim leaves it; each keyword steers one variant or near-miss. `scale`: a tensor name instead of 2*pi."""
+    last = b.const([-1], np.int64)
+    scale = scale or b.const(2 * np.pi)
+    embeddings = []
+    for k, c in enumerate(b.op("Split", pos, b.const([1] * coords, np.int64), axis=-1, outputs=coords)):
+        if squeeze:
+            c = b.op("Unsqueeze", b.op("Squeeze", c, last), last)
+        dim_t = temperatures[k] ** (2 * (np.arange(dim) // 2) / dim)
+        u = b.op("Div", b.op("Mul", c, scale), b.const(dim_t))
+        halves = [b.op("Slice", u, b.const([start], np.int64), b.const([2**63 - 1], np.int64), last,
+                       b.const([step], np.int64)) for start in (0, 1)]
+        waves = ("Sin", "Cos") if sin_on_even else ("Cos", "Sin")
+        stacked = b.op("Concat", *(b.op("Unsqueeze", b.op(w, h), last) for w, h in zip(waves, halves)), axis=-1)
+        embeddings.append(b.op("Reshape", stacked, flat_shape(b, stacked, shape)))
+    return b.op("Concat", *(embeddings[k] for k in order), axis=-1)
+
+
+def flat_shape(b, stacked, shape):
+    """flatten(-2)'s target shape: computed from stacked's shape as exported, or a constant."""
+    if shape != "dynamic":
+        return b.const(shape, np.int64)
+    lead = b.op("Slice", b.op("Shape", stacked), *(b.const([v], np.int64) for v in (0, -2, 0)))
+    return b.op("Concat", lead, b.const([-1], np.int64), axis=0)
+
+
+def sine_plugin_reference(pos, attrs):
+    """TrtpipeSineEmbedding from its node's attributes: sin/cos of the float32 products pos * factors."""
+    factors = np.asarray(attrs["factors"], np.float32)
+    angles = (pos[..., attrs["order"], None] * factors).astype(np.float64)
+    waves = np.where(np.arange(factors.size) % 2 == 0, np.sin(angles), np.cos(angles))
+    return waves.reshape(*pos.shape[:-1], -1)
+
+
+def boxes(shape, seed=0):
+    """Normalized anchor boxes, as DETR decoders embed them."""
+    return np.random.default_rng(seed).uniform(0, 1, shape).astype(np.float32)
+
+
+SINE_VARIANTS = {
+    "dab-detr": {},
+    "conditional-detr-points": {"coords": 2, "order": (1, 0)},
+    "constant-shape": {"shape": [0, 0, -1]},
+    "static-shape": {"shape": [2, 5, 8]},
+    "before-onnxsim": {"squeeze": True},
+    "any-order": {"order": (3, 1, 0, 2), "dim": 2},
+}
+
+
+@pytest.mark.parametrize("variant", SINE_VARIANTS)
+def test_sine_embedding_variants_fuse_to_the_plugin(variant):
+    kwargs = SINE_VARIANTS[variant]
+    b = Builder(module="/model/decoder")
+    model = b.model(sine_embedding(b, b.input("pos", [2, 5, kwargs.get("coords", 4)]), **kwargs))
+    out, report = fuse(model, SINE)
+    onnx.checker.check_model(out, full_check=True)
+    (node,) = out.graph.node
+    assert (node.op_type, node.domain) == ("TrtpipeSineEmbedding", "trt.plugins")
+    assert node.name == "/model/decoder/TrtpipeSineEmbedding"
+    assert (node.input, node.output) == (["pos"], [model.graph.output[0].name])
+    attrs = attributes(node)
+    assert attrs["order"] == list(kwargs.get("order", (1, 0, 2, 3))) and len(attrs["factors"]) == kwargs.get("dim", 8)
+    assert (attrs["plugin_version"], attrs["plugin_namespace"]) == (b"1", b"")
+    assert len(report["sine-embedding"]["fused"][0]["nodes"]) == len(model.graph.node)
+    pos = boxes((2, 5, kwargs.get("coords", 4)))
+    want = ort_outputs(model, {"pos": pos})[0]
+    np.testing.assert_allclose(sine_plugin_reference(pos, attrs), want, atol=1e-6, rtol=0)
+
+
+def test_every_decoder_layers_sine_embedding_fuses():
+    b = Builder(module="/model/decoder")
+    outputs = [sine_embedding(b, b.input(name, [2, 5, 4])) for name in ("pos0", "pos1")]
+    model = b.model(*outputs)
+    out, report = fuse(model, SINE)
+    assert ops(out) == ["TrtpipeSineEmbedding"] * 2
+    assert [n.name for n in out.graph.node] == ["/model/decoder/TrtpipeSineEmbedding",
+                                                "/model/decoder/TrtpipeSineEmbedding_1"]
+    assert report["sine-embedding"]["matches"] == 2
+
+
+SINE_NEAR_MISSES = {
+    "slice-step-3": {"step": 3, "dim": 12},
+    "non-constant-scale": {"scale": "input"},
+    "scale-per-channel": {"scale": np.linspace(1, 2, 8)},
+    "cos-on-even": {"sin_on_even": False},
+    "dim-t-per-coordinate": {"temperatures": (10000, 10000, 20, 10000)},
+    "reshape-to-other-rank": {"shape": [2, 40]},
+}
+
+
+@pytest.mark.parametrize("variant", SINE_NEAR_MISSES)
+def test_sine_embedding_near_misses_do_not_match(variant):
+    kwargs = dict(SINE_NEAR_MISSES[variant])
+    b = Builder()
+    pos = b.input("pos", [2, 5, 4])
+    if "scale" in kwargs:
+        kwargs["scale"] = b.input("scale", []) if isinstance(kwargs["scale"], str) else b.const(kwargs["scale"])
+    not_fused(b.model(sine_embedding(b, pos, **kwargs)), SINE)
+
+
+@pytest.mark.parametrize("op", ["Div", "Concat"])
+def test_sine_embedding_with_an_intermediate_used_elsewhere_does_not_match(op):
+    """The angles, or the stacked sines and cosines (whose Shape is read too) of the first coordinate."""
+    b = Builder()
+    y = sine_embedding(b, b.input("pos", [2, 5, 4]))
+    intermediate = next(n.output[0] for n in b.nodes if n.op_type == op)
+    not_fused(b.model(y, intermediate), SINE)
+
+
+def test_sine_embedding_beyond_the_plugins_limits_is_kept_with_the_reason():
+    b = Builder()
+    model = b.model(sine_embedding(b, b.input("pos", [2, 5, 4]), dim=520))
+    out, report = fuse(model, SINE)
+    assert sorted(ops(out)) == sorted(ops(model))
+    (kept,) = report["sine-embedding"]["kept"]
+    assert "up to 8 coordinates of up to 512 values; this embedding has 4 of 520" in kept["reason"]
+
+
+def test_sine_embedding_has_no_onnx_replacement_and_is_no_default_pattern():
+    from trtpipe.stages.fuse_plugins import every_pattern
+
+    assert set(every_pattern()) == {"layernorm", "layernorm-nchw", "gelu"}
+
+
+def test_precision_conversion_treats_the_sine_plugin_like_the_layernorm_plugin():
+    """Low precision in and out in an FP16 plan, as TrtpipeLayerNorm (so the boxes reach it as FP16); FP32 in and
+    out, with a Cast after it, where pinned; FP32 in a BF16 plan, which it does not take."""
+    from trtpipe.precision.convert import convert, node_precisions
+
+    b = Builder(module="/model/decoder")
+    model, _ = fuse(b.model(b.op("MatMul", sine_embedding(b, b.input("pos", [2, 5, 4])), b.const(np.ones((32, 3))))),
+                    SINE)
+    name = "/model/decoder/TrtpipeSineEmbedding"
+    low = convert(model, [], "float16").model
+    assert node_precisions(low)[name] == "float16"
+    assert ops(low) == ["Cast", "TrtpipeSineEmbedding", "MatMul", "Cast"]
+    pinned = convert(model, [name], "float16").model
+    assert node_precisions(pinned)[name] == "float32"
+    assert ops(pinned) == ["TrtpipeSineEmbedding", "Cast", "MatMul", "Cast"]
+    assert convert(model, [], "bfloat16").fp32 == {name: "unknown-op"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the torchscript exporter is deprecated
+@pytest.mark.parametrize("simplify", [False, True], ids=["as-exported", "onnxsim"])
+def test_transformers_sine_embedding_export_fuses(tmp_path, simplify):
+    """DAB-DETR's own function (transformers), exported with dynamic batch and queries, raw and through onnxsim."""
+    torch = pytest.importorskip("torch")
+    dab_detr = pytest.importorskip("transformers.models.dab_detr.modeling_dab_detr")
+
+    class Embed(torch.nn.Module):
+        def forward(self, anchors):
+            return dab_detr.encode_sinusoidal_position_embedding(anchors, 16)
+
+    anchors = torch.from_numpy(boxes((2, 7, 4)))
+    path = tmp_path / "embed.onnx"
+    torch.onnx.export(Embed(), (anchors,), str(path), dynamo=False, opset_version=16, input_names=["anchors"],
+                      dynamic_axes={"anchors": {0: "batch", 1: "queries"}})
+    model = onnx.load(str(path))
+    if simplify:
+        import onnxsim
+
+        model, ok = onnxsim.simplify(model)
+        assert ok
+    out, report = fuse(model, SINE)
+    onnx.checker.check_model(out, full_check=True)
+    assert "Sin" not in ops(out) and report["sine-embedding"]["matches"] == 1
+    node = next(n for n in out.graph.node if n.op_type == "TrtpipeSineEmbedding")
+    y = sine_plugin_reference(anchors.numpy(), attributes(node))
+    np.testing.assert_allclose(y, ort_outputs(model, {"anchors": anchors.numpy()})[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(y, Embed()(anchors).numpy(), atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------- opset
 
 
@@ -433,6 +613,8 @@ def test_stage_fails_when_outputs_move_beyond_tolerance(tmp_path):
     (", patterns: {gelu: {trt-plugin: LayerNorm}}", "pattern 'gelu' has no replacement trt-plugin 'LayerNorm'"),
     (", patterns: {layernorm: {trt-plugin: LayerNrm}}", "(did you mean 'LayerNorm'?)"),
     (", patterns: {layernorm: tensorrt}", "'tensorrt' is not a replacement; write onnx or {trt-plugin: NAME}"),
+    (", patterns: {sine-embedding: onnx}",
+     "pattern 'sine-embedding' has no ONNX replacement; it takes: {trt-plugin: trtpipe_sine_embedding}"),
 ])
 def test_bad_patterns_are_recipe_errors(tmp_path, params, message):
     with pytest.raises(RecipeError) as e:

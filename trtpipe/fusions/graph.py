@@ -25,6 +25,12 @@ def value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def ints(tensor: gs.Tensor) -> list[int] | None:
+    """The values of a constant integer tensor, flattened; None for anything else."""
+    v = value(tensor)
+    return v.reshape(-1).tolist() if v is not None and v.dtype.kind in "iu" else None
+
+
 def is_initializer(tensor: gs.Tensor) -> bool:
     return isinstance(tensor, gs.Constant)
 

@@ -42,6 +42,10 @@ PLUGINS = {
         "not used for rows of <= 32 values, which it normalizes with epsilon * n**2"),
     "trtpipe_layernorm": Plugin("TrtpipeLayerNorm", note="trtpipe's own plugin (plugins_src/layernorm), FP32 math",
                                 io_dtypes=("float32", "float16")),
+    "trtpipe_sine_embedding": Plugin(
+        "TrtpipeSineEmbedding", io_dtypes=("float32", "float16"),
+        note="trtpipe's own plugin (plugins_src/sine_embedding), FP32 math; on TensorRT 8.6 (weak typing) its input "
+        "and output types are picked independently, so FP32 boxes can give FP16 embeddings"),
 }
 
 

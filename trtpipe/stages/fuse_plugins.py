@@ -24,18 +24,20 @@ def replacement_name(replacement: Replacement) -> str:
 
 
 def every_pattern() -> dict[str, Replacement]:
-    from trtpipe.fusions import REGISTRY
+    """Every pattern that has an ONNX replacement, replaced by it."""
+    from trtpipe.fusions import ONNX, REGISTRY
 
-    return {name: "onnx" for name in REGISTRY}
+    return {name: "onnx" for name, fusion in REGISTRY.items() if ONNX in fusion.replacements}
 
 
 @register
 class FusePlugins(Stage):
     """Replaces decomposed subgraphs (LayerNorm, GELU, ...) with one node each: an ONNX op or a TensorRT plugin.
 
-    `patterns` maps a pattern name (trtpipe.fusions) to its replacement: `onnx`, or `{trt-plugin: NAME}`. Patterns
-    not listed are left alone. With only `onnx` replacements, ONNX Runtime must give the same outputs before and after
-    on the recipe inputs (max abs difference <= tolerance); plugin nodes cannot run there, so that check is skipped.
+    `patterns` maps a pattern name (trtpipe.fusions) to its replacement: `onnx`, or `{trt-plugin: NAME}` (default:
+    every pattern that has an ONNX replacement, replaced by it). Patterns not listed are left alone. With only `onnx`
+    replacements, ONNX Runtime must give the same outputs before and after on the recipe inputs (max abs difference
+    <= tolerance); plugin nodes cannot run there, so that check is skipped.
     """
 
     kind = "fuse-plugins"
@@ -58,7 +60,7 @@ class FusePlugins(Stage):
     @field_validator("patterns")
     @classmethod
     def known_patterns(cls, patterns: dict[str, Replacement]) -> dict[str, Replacement]:
-        from trtpipe.fusions import PLUGINS, REGISTRY
+        from trtpipe.fusions import ONNX, PLUGINS, REGISTRY
 
         for name, replacement in patterns.items():
             fusion = REGISTRY.get(name)
@@ -68,10 +70,10 @@ class FusePlugins(Stage):
             choice = replacement_name(replacement)
             if choice not in fusion.replacements:
                 plugins = [r for r in fusion.replacements if r in PLUGINS]
-                raise ValueError(
-                    f"pattern '{name}' has no replacement trt-plugin '{choice}'{did_you_mean(choice, plugins)}; "
-                    f"it takes: onnx{''.join(f', {{trt-plugin: {p}}}' for p in plugins)}"
-                )
+                missing = "ONNX replacement" if choice == ONNX else (
+                    f"replacement trt-plugin '{choice}'{did_you_mean(choice, plugins)}")
+                takes = ", ".join("onnx" if r == ONNX else f"{{trt-plugin: {r}}}" for r in fusion.replacements)
+                raise ValueError(f"pattern '{name}' has no {missing}; it takes: {takes}")
         return patterns
 
     def run(self, ctx: Context) -> Result:
