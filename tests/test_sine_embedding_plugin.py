@@ -60,6 +60,8 @@ def build(trt, fused: onnx.ModelProto, input_type, output_type) -> bytes:
     config = builder.create_builder_config()
     config.set_flag(trt.BuilderFlag.FP16)
     config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    config.set_tactic_sources(0)  # one plugin layer: no cuBLAS or cuDNN (the GPU bundle's cuBLAS is a stub)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector's layer types and formats
     profile = builder.create_optimization_profile()
     profile.set_shape("pos", (1, QUERIES, 4), (2, QUERIES, 4), (8, QUERIES, 4))
     config.add_optimization_profile(profile)
