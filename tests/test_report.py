@@ -4,7 +4,10 @@ profile and compare; TensorRT-shaped profiles (made with trtpipe.trt.layers) for
 import base64
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -58,7 +61,7 @@ def lock(path: Path) -> dict:
 
 
 def page(path: Path) -> str:
-    return Path(lock(path)["report"]["outputs"]["report"]["path"]).read_text()
+    return Path(lock(path)["report"]["outputs"]["report"]["path"]).read_text(encoding="utf-8")
 
 
 def sections(html: str) -> list[str]:
@@ -118,6 +121,16 @@ def test_report_is_cached_with_its_inputs_and_redrawn_when_they_change(recipe):
     searched = entries["search"]["seconds"]
     assert main(["run", str(path), "--only", "report", "--force"]) == 0  # the others come from the cache, unselected
     assert lock(path)["search"]["seconds"] == searched > 0 and lock(path)["search"]["cached"]
+
+
+def test_report_is_written_whatever_the_locale(recipe):
+    """The page holds non-ASCII text; a C locale without UTF-8 mode (seen on the GPU machine) must not matter."""
+    path = recipe(REPORT)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    command = [sys.executable, "-X", "utf8=0", "-m", "trtpipe", "run", str(path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, errors="replace")
+    assert done.returncode == 0, done.stderr
+    assert "·" in page(path)
 
 
 def test_cli_report_without_a_report_stage(recipe, capsys):

@@ -214,7 +214,7 @@ def cmd_report(args, err) -> int:
     html = report.for_recipe(runner)
     path = args.output or runner.build_dir / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html)
+    path.write_text(html, encoding="utf-8")
     err.print(f"report: {path}", soft_wrap=True)
     return 0
 

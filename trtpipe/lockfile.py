@@ -22,7 +22,7 @@ def lock_path(recipe) -> Path:
 
 def read(path: Path) -> dict[str, dict]:
     try:
-        data = yaml.load(path.read_text(), Loader=LOADER) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LOADER) or {}
     except (FileNotFoundError, yaml.YAMLError):
         return {}
     return data.get("stages", {}) if isinstance(data, dict) else {}

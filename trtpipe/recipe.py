@@ -106,7 +106,7 @@ def load(path: str | Path, overrides: list[str] = (), target: str | None = None)
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text)

@@ -51,5 +51,6 @@ class Report(Stage):
         files = {field: {ref: ctx.inputs[f"{field}:{ref}"] for ref in getattr(self, field)} for field in self.inputs}
         ctx.report("drawing the report")
         path = ctx.out("report.html")
-        path.write_text(report.render(ctx.recipe, lock, report.load(files), self.top_layers, drawing=ctx.name))
+        html = report.render(ctx.recipe, lock, report.load(files), self.top_layers, drawing=ctx.name)
+        path.write_text(html, encoding="utf-8")  # not the locale's: a C locale cannot write it
         return Result({"report": path}, {"kib": round(path.stat().st_size / 1024, 1)})
