@@ -383,6 +383,19 @@ def test_search_stage_pins_the_output_tail_and_says_why(tmp_path):
     assert chosen == dict.fromkeys(constant, "shape-computation") | dict.fromkeys(tail, "output-tail:boxes")
 
 
+def test_search_stage_pins_nodes_by_regular_expression(tmp_path):
+    from trtpipe.recipe import load
+
+    onnx.save(box_refinement(layers=2), str(tmp_path / "m.onnx"))
+    (tmp_path / "r.yaml").write_text(
+        "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [300, 32]}\nstages:\n"
+        "  search: {uses: precision-search, budget: {boxes: {mean_abs: 1.0}}, fp32_nodes: ['/layer1/(Add|Sigmoid)']}\n"
+    )
+    result = run_stage(load(tmp_path / "r.yaml"), "search", {"model": tmp_path / "m.onnx"}, tmp_path)
+    chosen = {n["node"]: n["chosen_by"] for n in json.loads(result.outputs["plan"].read_text())["fp32_nodes"]}
+    assert {n for n, why in chosen.items() if why == "pin"} == {"/layer1/Add", "/layer1/Sigmoid"}
+
+
 def test_search_stage_keys_its_builders_plugins_by_the_recipe_folder(tmp_path):
     from trtpipe.recipe import load
 

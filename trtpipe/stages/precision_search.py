@@ -40,7 +40,7 @@ class PrecisionSearch(Stage):
     budget: dict[str, Budget] = Field(min_length=1)
     dtype: Literal["float16", "bfloat16"] = "float16"
     keep_io_types: bool = True
-    fp32_nodes: list[str] = []
+    fp32_nodes: list[str] = []  # ONNX node names or regular expressions (full match)
     output_tails: list[str] = []
     merge_cost: float | None = Field(0.5, ge=0)
     chunk: int = Field(64, ge=1)
@@ -89,7 +89,7 @@ class PrecisionSearch(Stage):
 
         ranking = ctx.inputs.get("ranking")
         ranked = (lambda: load_ranking(ranking, analysis.candidates)) if ranking else local_ranking
-        pins = dict.fromkeys(self.fp32_nodes, "pin")
+        pins = dict.fromkeys(onnxio.matching_nodes((n.name for n in model.graph.node), self.fp32_nodes), "pin")
         if self.output_tails:
             candidates = set(analysis.candidates)
             pins |= {n: why for n, why in tail_pins(prepare(model), self.output_tails).items() if n in candidates}
