@@ -156,8 +156,8 @@ def test_each_trt_step_runs_its_rows_stages_and_what_they_need():
     assert bench.step_stages(r50.stages, "trtpipe") == [
         *shared, "fuse-plugins", "fuse-onnx", "sensitivity", "precision-search", "build", "profile", "compare"]
     assert bench.step_stages(r50.stages, "trtpipe", "trt_fp16_naive") == [
-        *shared, "fuse-plugins", "fuse-onnx", "build-fp16", "sensitivity", "precision-search", "build",
-        "profile-fp16", "profile", "compare-fp16", "compare"]
+        *shared, "fuse-plugins", "fuse-layernorm", "fuse-onnx", "build-fp16", "sensitivity", "precision-search",
+        "build", "profile-fp16", "profile", "compare-fp16", "compare"]  # naive FP16: the LayerNorm plugin alone
     assert bench.groups(["export", "trtpipe", "trt_fp16_naive", "report", "trt_fp32"]) == [
         ("export",), ("trtpipe", "trt_fp16_naive"), ("report",), ("trt_fp32",)]
     r50_b8 = recipe.load(bench.RECIPES_B8["r50"])  # where the r50 rows find batch 8, under the rows' stage names
