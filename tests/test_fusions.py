@@ -544,6 +544,91 @@ def test_transformers_sine_embedding_export_fuses(tmp_path, simplify):
     np.testing.assert_allclose(y, Embed()(anchors).numpy(), atol=1e-6, rtol=0)
 
 
+# ---------------------------------------------------------------- in-place slice assignment (ScatterND)
+
+SCATTER = {"scatter-slice": "onnx"}
+
+
+def scatter(indices, shape=(2, 6, 8), updates_shape=None, **attrs):
+    """ScatterND(x, indices, u) on x of `shape`, u a second input of the indices' leading shape."""
+    b = Builder(16, "/dec")
+    x = b.input("x", list(shape))
+    indices = np.asarray(indices, np.int64)
+    u = b.input("u", list(updates_shape or indices.shape[:-1]))
+    return b.model(b.op("ScatterND", x, b.const(indices, np.int64), u, **attrs))
+
+
+def block_indices(shape, axis, start, stop):
+    extent = [stop - start if a == axis else n for a, n in enumerate(shape)]
+    grid = np.stack(np.meshgrid(*(np.arange(n) for n in extent), indexing="ij"), axis=-1)
+    grid[..., axis] += start
+    return grid
+
+
+def assert_scatter_rewritten(model):
+    out, report = fuse(model, SCATTER)
+    onnx.checker.check_model(out, full_check=True)
+    assert len(report["scatter-slice"]["fused"]) == 1 and "ScatterND" not in ops(out)
+    assert sum(i.ByteSize() for i in out.graph.initializer) < sum(i.ByteSize() for i in model.graph.initializer)
+    feeds = feeds_for(model)
+    np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
+    return out
+
+
+@pytest.mark.parametrize(("axis", "start", "stop"), [(2, 2, 5), (2, 0, 3), (2, 5, 8), (1, 1, 4), (2, 0, 8)])
+def test_scatter_of_a_block_becomes_a_concat_of_slices(axis, start, stop):
+    out = assert_scatter_rewritten(scatter(block_indices((2, 6, 8), axis, start, stop)))
+    concat = next(n for n in out.graph.node if n.op_type == "Concat")
+    assert concat.name == "/dec/ScatterND_0/Concat" and attributes(concat)["axis"] == axis
+    assert ops(out).count("Slice") == (start > 0) + (stop < (6, 8)[axis - 1])
+
+
+def test_negative_scatter_indices_count_from_the_end():
+    indices = block_indices((2, 6, 8), 2, 5, 8)
+    indices[..., 2] -= 8
+    assert_scatter_rewritten(scatter(indices))
+
+
+@pytest.mark.parametrize("case", ["two-partial-axes", "not-row-major", "gap", "reduction"])
+def test_scatter_near_misses_are_kept(case):
+    indices = block_indices((2, 6, 8), 2, 2, 5)
+    attrs = {}
+    if case == "two-partial-axes":
+        indices = block_indices((2, 6, 8), 2, 2, 5)[:, 1:3]
+    elif case == "not-row-major":
+        indices = indices[:, :, ::-1].copy()
+    elif case == "gap":
+        indices[..., 2] *= 2
+    else:
+        attrs = {"reduction": "add"}
+    not_fused(scatter(indices, **attrs), SCATTER)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the torchscript exporter is deprecated
+def test_torch_in_place_slice_updates_export_as_scatters_that_become_concats(tmp_path):
+    """DAB-DETR's modulation: `q[..., :h] *= w` and the like, exported at opset 16."""
+    torch = pytest.importorskip("torch")
+    onnxsim = pytest.importorskip("onnxsim")
+
+    class Modulate(torch.nn.Module):
+        def forward(self, q, w):
+            q = q * 1.0
+            q[..., :4] *= w[..., :1]
+            q[..., 4:] *= w[..., 1:]
+            return q
+
+    q, w = torch.randn(1, 5, 8), torch.rand(1, 5, 2)
+    path = tmp_path / "modulate.onnx"
+    torch.onnx.export(Modulate(), (q, w), str(path), dynamo=False, opset_version=16, input_names=["q", "w"])
+    model, ok = onnxsim.simplify(onnx.load(str(path)))  # as the simplify stage: constant indices
+    assert ok and ops(model).count("ScatterND") == 4  # each `*=` on a view: the same scatter written twice
+    out, report = fuse(model, SCATTER)
+    assert len(report["scatter-slice"]["fused"]) == 4 and "ScatterND" not in ops(out)
+    feeds = {"q": q.numpy(), "w": w.numpy()}
+    np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
+    np.testing.assert_allclose(ort_outputs(out, feeds)[0], Modulate()(q, w).numpy(), atol=1e-7, rtol=0)
+
+
 # ---------------------------------------------------------------- opset
 
 
