@@ -493,7 +493,7 @@ def test_sine_embedding_beyond_the_plugins_limits_is_kept_with_the_reason():
 def test_sine_embedding_has_no_onnx_replacement_and_is_no_default_pattern():
     from trtpipe.stages.fuse_plugins import every_pattern
 
-    assert set(every_pattern()) == {"layernorm", "layernorm-nchw", "gelu"}
+    assert set(every_pattern()) == {"layernorm", "layernorm-nchw", "gelu"}  # scatter-slice only when asked for
 
 
 def test_precision_conversion_treats_the_sine_plugin_like_the_layernorm_plugin():

@@ -67,6 +67,7 @@ class Fusion:
     replacements: ClassVar[tuple[str, ...]]  # "onnx" and/or keys of PLUGINS
     onnx_op: ClassVar[str]
     onnx_opset: ClassVar[int]  # first opset with `onnx_op`
+    default: ClassVar[bool] = True  # applied (as "onnx") by a fuse-plugins stage that names no patterns
 
     def find(self, node: gs.Node, graph: gs.Graph) -> Match | None:
         raise NotImplementedError

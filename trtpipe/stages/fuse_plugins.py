@@ -24,10 +24,10 @@ def replacement_name(replacement: Replacement) -> str:
 
 
 def every_pattern() -> dict[str, Replacement]:
-    """Every pattern that has an ONNX replacement, replaced by it."""
+    """Every default pattern that has an ONNX replacement, replaced by it."""
     from trtpipe.fusions import ONNX, REGISTRY
 
-    return {name: "onnx" for name, fusion in REGISTRY.items() if ONNX in fusion.replacements}
+    return {name: "onnx" for name, fusion in REGISTRY.items() if ONNX in fusion.replacements and fusion.default}
 
 
 @register
@@ -35,9 +35,9 @@ class FusePlugins(Stage):
     """Replaces decomposed subgraphs (LayerNorm, GELU, ...) with one node each: an ONNX op or a TensorRT plugin.
 
     `patterns` maps a pattern name (trtpipe.fusions) to its replacement: `onnx`, or `{trt-plugin: NAME}` (default:
-    every pattern that has an ONNX replacement, replaced by it). Patterns not listed are left alone. With only `onnx`
-    replacements, ONNX Runtime must give the same outputs before and after on the recipe inputs (max abs difference
-    <= tolerance); plugin nodes cannot run there, so that check is skipped.
+    every default pattern that has an ONNX replacement, replaced by it). Patterns not listed are left alone. With
+    only `onnx` replacements, ONNX Runtime must give the same outputs before and after on the recipe inputs (max abs
+    difference <= tolerance); plugin nodes cannot run there, so that check is skipped.
     """
 
     kind = "fuse-plugins"

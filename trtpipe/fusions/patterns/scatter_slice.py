@@ -59,6 +59,7 @@ class ScatterSlice(Fusion):
     replacements = (ONNX,)
     onnx_op = "Concat"
     onnx_opset = 11
+    default = False  # a rewrite of the graph's data movement, not a fusion: asked for by name
 
     def find(self, scatter: gs.Node, graph: gs.Graph) -> ScatterSliceMatch | None:
         from trtpipe.fusions import graph as g
