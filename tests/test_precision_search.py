@@ -366,33 +366,30 @@ def test_ranking_is_computed_only_when_low_precision_everywhere_misses_the_budge
     assert asked == [1] and "/big/MatMul" in result.fp32
 
 
-def test_search_stage_pins_the_output_tail_and_says_why(tmp_path):
+def box_search_plan(tmp_path, params: str) -> tuple[dict, dict]:
+    """The search stage with `params` on two layers of box refinement: (metrics, {FP32 node: why})."""
     from trtpipe.recipe import load
 
     onnx.save(box_refinement(layers=2), str(tmp_path / "m.onnx"))
     (tmp_path / "r.yaml").write_text(
         "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [300, 32]}\nstages:\n"
-        "  search: {uses: precision-search, budget: {boxes: {mean_abs: 1.0e-4}}, output_tails: [boxes]}\n"
+        f"  search: {{uses: precision-search, {params}}}\n"
     )
     result = run_stage(load(tmp_path / "r.yaml"), "search", {"model": tmp_path / "m.onnx"}, tmp_path)
     plan = json.loads(result.outputs["plan"].read_text())
-    assert result.metrics["budget_met"] and result.metrics["evaluations"] == 1
-    chosen = {n["node"]: n["chosen_by"] for n in plan["fp32_nodes"]}
+    return result.metrics, {n["node"]: n["chosen_by"] for n in plan["fp32_nodes"]}
+
+
+def test_search_stage_pins_the_output_tail_and_says_why(tmp_path):
+    metrics, chosen = box_search_plan(tmp_path, "budget: {boxes: {mean_abs: 1.0e-4}}, output_tails: [boxes]")
+    assert metrics["budget_met"] and metrics["evaluations"] == 1
     constant = ["/ref/Sigmoid", "/layer0/Sub", "/layer0/Div", "/layer0/Log"]  # of the anchors alone: FP32 anyway
     tail = ["/layer0/Add", "/layer0/Sigmoid", *(f"/layer1/{op}" for op in ("Sub", "Div", "Log", "Add", "Sigmoid"))]
     assert chosen == dict.fromkeys(constant, "shape-computation") | dict.fromkeys(tail, "output-tail:boxes")
 
 
 def test_search_stage_pins_nodes_by_regular_expression(tmp_path):
-    from trtpipe.recipe import load
-
-    onnx.save(box_refinement(layers=2), str(tmp_path / "m.onnx"))
-    (tmp_path / "r.yaml").write_text(
-        "name: t\nmodel: {onnx: m.onnx}\ninputs:\n  x: {shape: [300, 32]}\nstages:\n"
-        "  search: {uses: precision-search, budget: {boxes: {mean_abs: 1.0}}, fp32_nodes: ['/layer1/(Add|Sigmoid)']}\n"
-    )
-    result = run_stage(load(tmp_path / "r.yaml"), "search", {"model": tmp_path / "m.onnx"}, tmp_path)
-    chosen = {n["node"]: n["chosen_by"] for n in json.loads(result.outputs["plan"].read_text())["fp32_nodes"]}
+    _, chosen = box_search_plan(tmp_path, "budget: {boxes: {mean_abs: 1.0}}, fp32_nodes: ['/layer1/(Add|Sigmoid)']")
     assert {n for n, why in chosen.items() if why == "pin"} == {"/layer1/Add", "/layer1/Sigmoid"}
 
 
