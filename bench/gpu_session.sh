@@ -21,9 +21,9 @@
 #   bash bench/gpu_session.sh poll SECS    waits up to SECS for the pipeline, packs its results so far into
 #                                          $OUT/session.tgz (one file: a call brings back at most 8)
 # TORCH_STEPS, TRT_STEPS, TORCH_LATE and TRT_LATE (steps of bench/dab_detr.py, in that order; empty: none) change
-# what `start` runs under each python; EXTRA_RECIPES (recipe files, e.g. bench/gpu/dab_fp32_sets.yaml) run whole
-# before TRT_STEPS (their export with the others); GPU_TESTS (a pytest -k expression over GPU_TEST_FILES) runs those
-# GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
+# what `start` runs under each python; EXTRA_RECIPES (recipe files, e.g. bench/gpu/dab_fp32_sets.yaml) run before
+# TRT_STEPS, every stage but the export (run with the others) or the stages EXTRA_STAGES names (and what they need);
+# GPU_TESTS (a pytest -k expression over GPU_TEST_FILES) runs those GPU tests first. A timing cache in .gpucache/ (carried with the first call) is offered
 # to the first TensorRT build (TensorRT 8.6 refused every such file holding Myelin timings: "rejected" in the lock).
 # LayerNorm kernel variants: .lnx/variants.txz (ignored), a tar of .lnx/vN/ folders, each holding layernorm_bench and
 # libtrtpipe_layernorm.so of one kernel source (`make plugins BUILD_DIR=...`), carried with `start`; after the export
@@ -117,7 +117,8 @@ pipeline)
     ${GPU_TEST_FILES:-tests/test_layernorm_plugin.py tests/test_trt_gpu.py} -k "$GPU_TESTS" 2>&1 | tail -n 60 | tee "$O/gpu_tests.txt"
   python -c "import ctypes; v = [ctypes.c_int(), ctypes.c_int()]; ctypes.CDLL('libnvrtc.so.12').nvrtcVersion(*map(ctypes.byref, v)); print('nvrtc', *[x.value for x in v])"
   for r in ${EXTRA_RECIPES:-}; do  # every stage but the export, which needs torch (its result is in the lock file)
-    stages=$(python -c "import sys, trtpipe.recipe as r; print(*(s for s in r.load(sys.argv[1]).stages if s != 'export'))" "$r")
+    stages=${EXTRA_STAGES:-$(python -c "import sys, trtpipe.recipe as r
+print(*(s for s in r.load(sys.argv[1]).stages if s != 'export'))" "$r")}
     python -m trtpipe run "$r" --only $stages --cache-dir /tmp/cache 2>&1 | tee "$O/${r##*/}.txt"
   done
   trt_steps=${TRT_STEPS-trtpipe trt_fp16_naive trt_fp32 report}
