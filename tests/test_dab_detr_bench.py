@@ -1,25 +1,16 @@
 """bench/dab_detr.py: the results it assembles from a lock file and the torch rows, and its steps on the tiny recipe
 with ONNX Runtime (the TensorRT rows' stages run there too: builds are ONNX Runtime-optimized models)."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import bench_scripts
+from tests.bench_scripts import ROOT
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_dab_detr", ROOT / "bench/dab_detr.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+bench = bench_scripts.load("dab_detr")
 
 # Entries as a TensorRT run writes them (metrics abridged to what the bench reads).
 ENV = {"tensorrt": "8.6.1", "gpu": "NVIDIA H200", "compute_capability": "9.0"}

@@ -1,24 +1,12 @@
 """bench/fp32_sets.py: the rows it reads from the lock files of bench/gpu/dab_fp32_sets.yaml's GPU runs."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+from tests import bench_scripts
 from trtpipe import lockfile, recipe
 
-ROOT = Path(__file__).resolve().parents[1]
+fp32_sets = bench_scripts.load("fp32_sets")
 ENV = {"tensorrt": "8.6.1", "gpu": "NVIDIA H200", "compute_capability": "9.0"}
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_fp32_sets", ROOT / "bench/fp32_sets.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fp32_sets = load_script()
 
 
 def engine(name: str, key: str, latency: float, logits: float, boxes: float, nodes: int | None = None) -> dict:
