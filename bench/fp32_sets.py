@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not Path(path).is_file():
             parser.error(f"{item!r}: expected LEASE=LOCKFILE, an existing file")
         new = baselines(lease, Path(path)) + rows(lease, lockfile.read(Path(path)), stages)
-        found += [r for r in new if r["key"] not in {f["key"] for f in found}]  # a lease's locks share stages
+        seen = {(f["lease"], f["key"]) for f in found}  # one lease's locks share stages; another lease re-measures
+        found += [r for r in new if (lease, r["key"]) not in seen]
     print_rows(found)
     env = next((r["env"] for r in found if r["env"]), {})
     out = args.results_dir / f"dab_fp32_sets_{device_slug(env)}_{args.date}.json"

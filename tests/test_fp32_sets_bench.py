@@ -49,3 +49,14 @@ def test_two_locks_of_one_lease_give_each_engine_once_and_the_baselines_beside_t
     rows = json.loads((out / "dab_fp32_sets_nvidia-h200_2026-11-21.json").read_text())["rows"]
     assert [r["set"] for r in rows] == ["pins", "trt_fp16_naive", "plugin"]
     assert "2.37" in capsys.readouterr().out  # the naive FP16 row in the printed table
+
+
+def test_an_engine_measured_in_two_leases_keeps_both_rows(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    lockfile.write(first / "dab_fp32_sets.lock.yaml", "dab_fp32_sets", engine("plugin", "k3", 2.26, 3.4e-2, 1.8e-3))
+    lockfile.write(second / "dab_fp32_sets.lock.yaml", "dab_fp32_sets", engine("plugin", "k3", 2.41, 3.4e-2, 1.8e-3))
+    out = tmp_path / "results"
+    assert fp32_sets.main([f"l1={first / 'dab_fp32_sets.lock.yaml'}", f"l2={second / 'dab_fp32_sets.lock.yaml'}",
+                           "--date", "2026-11-21", "--results-dir", str(out)]) == 0
+    rows = json.loads((out / "dab_fp32_sets_nvidia-h200_2026-11-21.json").read_text())["rows"]
+    assert [(r["lease"], r["latency_ms"]) for r in rows] == [("l1", 2.26), ("l2", 2.41)]

@@ -604,9 +604,40 @@ def test_scatter_near_misses_are_kept(case):
     not_fused(scatter(indices, **attrs), SCATTER)
 
 
+REPEATED = {"repeated-scatter": "onnx"}
+
+
+def scatter_pair(second_updates="same", **attrs):
+    """ScatterND(ScatterND(x, i, u), i, u') with u' = u, or another input."""
+    b = Builder(16, "/dec")
+    x, u = b.input("x", [2, 6, 8]), b.input("u", [2, 6, 3])
+    indices = b.const(block_indices((2, 6, 8), 2, 2, 5), np.int64)
+    inner = b.op("ScatterND", x, indices, u, **attrs)
+    other = u if second_updates == "same" else b.input("v", [2, 6, 3])
+    again = b.const(block_indices((2, 6, 8), 2, 2 if second_updates != "other-indices" else 3, 5 + (
+        second_updates == "other-indices")), np.int64)
+    return b.model(b.op("Relu", b.op("ScatterND", inner, again, other, **attrs)))
+
+
+def test_a_repeated_scatter_is_dropped():
+    model = scatter_pair()
+    out, report = fuse(model, REPEATED)
+    onnx.checker.check_model(out, full_check=True)
+    assert ops(out) == ["ScatterND", "Relu"] and report["repeated-scatter"]["fused"][0]["node"] == "/dec/ScatterND_0"
+    feeds = feeds_for(model)
+    np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
+
+
+@pytest.mark.parametrize("case", ["other-updates", "other-indices", "reduction"])
+def test_scatters_that_differ_are_kept(case):
+    model = scatter_pair(case, reduction="add") if case == "reduction" else scatter_pair(case)
+    not_fused(model, REPEATED)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the torchscript exporter is deprecated
 def test_torch_in_place_slice_updates_export_as_scatters_that_become_concats(tmp_path):
-    """DAB-DETR's modulation: `q[..., :h] *= w` and the like, exported at opset 16."""
+    """DAB-DETR's modulation: `q[..., :h] *= w` and the like, exported at opset 16; each `*=` on a view is the
+    same scatter written twice, once after repeated-scatter."""
     torch = pytest.importorskip("torch")
     onnxsim = pytest.importorskip("onnxsim")
 
@@ -621,12 +652,44 @@ def test_torch_in_place_slice_updates_export_as_scatters_that_become_concats(tmp
     path = tmp_path / "modulate.onnx"
     torch.onnx.export(Modulate(), (q, w), str(path), dynamo=False, opset_version=16, input_names=["q", "w"])
     model, ok = onnxsim.simplify(onnx.load(str(path)))  # as the simplify stage: constant indices
-    assert ok and ops(model).count("ScatterND") == 4  # each `*=` on a view: the same scatter written twice
-    out, report = fuse(model, SCATTER)
-    assert len(report["scatter-slice"]["fused"]) == 4 and "ScatterND" not in ops(out)
+    assert ok and ops(model).count("ScatterND") == 4
     feeds = {"q": q.numpy(), "w": w.numpy()}
-    np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
+    for choices, scatters, concats in [(SCATTER, 0, 4), (REPEATED, 2, 0), (REPEATED | SCATTER, 0, 2)]:
+        out, _ = fuse(model, choices)
+        assert (ops(out).count("ScatterND"), ops(out).count("Concat")) == (scatters, concats), choices
+        np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
     np.testing.assert_allclose(ort_outputs(out, feeds)[0], Modulate()(q, w).numpy(), atol=1e-7, rtol=0)
+
+
+# ---------------------------------------------------------------- scalar Gathers put back by Unsqueeze
+
+GATHER = {"gather-slice": "onnx"}
+
+
+def gather_ratio(op="Div", axis=2, extra_reader=False):
+    """Mul(q, Unsqueeze(Div(Gather(a, 0), Gather(b, 2)), [axis])), as DAB-DETR's box-size ratios (axis -1 or 2)."""
+    b = Builder(16, "/dec")
+    q, a, c = b.input("q", [1, 5, 4]), b.input("a", [1, 5, 2]), b.input("b", [1, 5, 4])
+    ga = b.op("Gather", a, b.const(np.array(0), np.int64), axis=2)
+    ratio = b.op(op, ga, b.op("Gather", c, b.const(np.array(2), np.int64), axis=2))
+    out = b.op("Mul", q, b.op("Unsqueeze", ratio, b.const([axis], np.int64)))
+    return b.model(out, ga) if extra_reader else b.model(out)
+
+
+@pytest.mark.parametrize(("op", "axis"), [("Div", 2), ("Div", -1), ("Sub", 2)])
+def test_gathers_put_back_by_unsqueeze_become_slices(op, axis):
+    model = gather_ratio(op, axis)
+    out, report = fuse(model, GATHER)
+    onnx.checker.check_model(out, full_check=True)
+    assert sorted(ops(out)) == sorted([op, "Mul", "Slice", "Slice"])
+    assert report["gather-slice"]["fused"][0]["node"] == f"/dec/{op}_2"  # the op keeps its name
+    feeds = feeds_for(model)
+    np.testing.assert_array_equal(ort_outputs(out, feeds)[0], ort_outputs(model, feeds)[0])
+
+
+@pytest.mark.parametrize("case", ["other-axis", "gather-read-elsewhere"])
+def test_gather_near_misses_are_kept(case):
+    not_fused(gather_ratio(axis=1) if case == "other-axis" else gather_ratio(extra_reader=True), GATHER)
 
 
 # ---------------------------------------------------------------- opset
