@@ -144,3 +144,12 @@ def variable(graph: gs.Graph, name: str, like: gs.Tensor) -> gs.Variable:
 
 def constant(graph: gs.Graph, name: str, values: np.ndarray) -> gs.Constant:
     return gs.Constant(unique_name(graph, name), np.ascontiguousarray(values))
+
+
+def slice_along(graph: gs.Graph, data: gs.Tensor, axis: int, start: int, stop: int, name: str) -> gs.Variable:
+    """data[..., start:stop, ...] along `axis`, as a new Slice node named `name` (made unique)."""
+    bounds = [constant(graph, f"{name}/{what}", np.array([v], np.int64))
+              for what, v in (("starts", start), ("ends", stop), ("axes", axis))]
+    result = variable(graph, f"{name}_output", data)
+    add(graph, "Slice", unique_name(graph, name), [data, *bounds], [result])
+    return result

@@ -60,18 +60,11 @@ class GatherSlice(Fusion):
         return GatherSliceMatch(nodes, [n.inputs[0] for n in gathers], [i for _, i in found], axis)
 
     def rewrite(self, graph: gs.Graph, match: GatherSliceMatch, replacement: str) -> gs.Node:
-        import numpy as np
-
         from trtpipe.fusions import graph as g
 
-        op, sliced = match.nodes[2], []
-        for gather, source, start in zip(match.nodes[:2], match.sources, match.starts):
-            bounds = [g.constant(graph, f"{gather.name}/{what}", np.array([v], np.int64))
-                      for what, v in (("starts", start), ("ends", start + 1), ("axes", match.axis))]
-            result = g.variable(graph, f"{gather.name}/Slice_output", source)
-            g.add(graph, "Slice", g.unique_name(graph, f"{gather.name}/Slice"), [source, *bounds], [result])
-            sliced.append(result)
-        result = g.out(match.nodes[3])
+        op, result = match.nodes[2], g.out(match.nodes[3])
+        sliced = [g.slice_along(graph, source, match.axis, start, start + 1, f"{gather.name}/Slice")
+                  for gather, source, start in zip(match.nodes[:2], match.sources, match.starts)]
         match.nodes[3].outputs.clear()
         op.inputs.clear()
         op.inputs.extend(sliced)

@@ -78,22 +78,11 @@ class ScatterSlice(Fusion):
         from trtpipe.fusions import graph as g
 
         base = match.nodes[0].name or "ScatterND"
-        parts = [part(graph, match, 0, match.start, f"{base}/head")] if match.start > 0 else []
+        data, axis = match.data, match.axis
+        parts = [g.slice_along(graph, data, axis, 0, match.start, f"{base}/head")] if match.start > 0 else []
         parts.append(match.updates)
         if match.stop < match.length:
-            parts.append(part(graph, match, match.stop, match.length, f"{base}/tail"))
+            parts.append(g.slice_along(graph, data, axis, match.stop, match.length, f"{base}/tail"))
         name = g.unique_name(graph, f"{base}/Concat")
         return g.replace(graph, match.result, "Concat", name, parts, {"axis": match.axis})
 
-
-def part(graph: gs.Graph, match: ScatterSliceMatch, start: int, stop: int, name: str) -> gs.Tensor:
-    """data[..., start:stop, ...] along the match's axis."""
-    import numpy as np
-
-    from trtpipe.fusions import graph as g
-
-    bounds = [g.constant(graph, f"{name}/{what}", np.array([v], np.int64))
-              for what, v in (("starts", start), ("ends", stop), ("axes", match.axis))]
-    result = g.variable(graph, f"{name}_output", match.data)
-    g.add(graph, "Slice", g.unique_name(graph, name), [match.data, *bounds], [result])
-    return result
