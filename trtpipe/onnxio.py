@@ -38,14 +38,18 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def matching_nodes(names: Iterable[str], patterns: list[str], what: str = "fp32_nodes") -> list[str]:
-    """The names (in their order) that fully match one of `patterns`, node names or regular expressions; a pattern
-    that matches no name is an error."""
-    names = list(names)
+def full_matches(names: Iterable[str], patterns: list[str]) -> list[str]:
+    """The names (in their order) that fully match one of `patterns`, node names or regular expressions."""
     regexes = [re.compile(p) for p in patterns]
-    if unmatched := [p for p, r in zip(patterns, regexes) if not any(r.fullmatch(n) for n in names)]:
-        raise StageError(f"{what}: '{unmatched[0]}' matches no ONNX node", hint="patterns match whole node names")
     return [n for n in names if any(r.fullmatch(n) for r in regexes)]
+
+
+def matching_nodes(names: Iterable[str], patterns: list[str], what: str = "fp32_nodes") -> list[str]:
+    """full_matches, where a pattern that matches no name is an error."""
+    names = list(names)
+    if unmatched := [p for p in patterns if not full_matches(names, [p])]:
+        raise StageError(f"{what}: '{unmatched[0]}' matches no ONNX node", hint="patterns match whole node names")
+    return full_matches(names, patterns)
 
 
 def opset(model: onnx.ModelProto) -> int:

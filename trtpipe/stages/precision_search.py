@@ -150,13 +150,12 @@ class PrecisionSearch(Stage):
 
 def seed_nodes(seeds: dict[str, list[str]], candidates: list[str]) -> dict[str, list[str]]:
     """Each seed's candidate nodes, by its patterns (full matches of node names); a seed that matches none fails."""
-    import re
-
+    from trtpipe import onnxio
     from trtpipe.errors import StageError
 
     found = {}
     for name, patterns in seeds.items():
-        found[name] = [c for c in candidates if any(re.fullmatch(p, c) for p in patterns)]
+        found[name] = onnxio.full_matches(candidates, patterns)
         if not found[name]:
             example = f", e.g. '{candidates[0]}'" if candidates else ""
             raise StageError(f"seed '{name}' matches no candidate node",
