@@ -83,6 +83,7 @@ def test_rows_and_targets_from_a_recorded_run():
     assert targets["speedup over PyTorch eager FP32"]["value"] == pytest.approx(18.0 / 3.1)
     assert targets["speedup over PyTorch eager FP32"]["met"] is False  # 5.8 < 6
     assert targets["batch-8 throughput / TensorRT FP32"]["value"] == pytest.approx(20.0 / 12.5)
+    assert targets["trtpipe batch-8 boxes_mean_abs"]["value"] == 1.9e-4, "one engine for both batches"
     assert targets["trtpipe boxes_mean_abs"]["met"] is True
     assert targets["ranking + search seconds"]["value"] == 180.0
     assert targets["unchanged re-run seconds"]["met"] is True
@@ -113,8 +114,21 @@ def test_batch_8_from_the_batch_8_recipe():
     assert results["trtpipe"]["errors_b8"]["boxes_mean_abs"] == 1e-4
     assert results["trt_fp32"]["throughput_b8"] == pytest.approx(320.0)
     assert results["trt_fp16_naive"]["throughput_b8"] is None, "a profile of an engine the recipe did not build"
-    assert by_name(results)["batch-8 throughput / TensorRT FP32"]["value"] == pytest.approx(2.5)
+    targets = by_name(results)
+    assert targets["batch-8 throughput / TensorRT FP32"]["value"] == pytest.approx(2.5)
+    assert targets["trtpipe batch-8 boxes_mean_abs"]["value"] == 1e-4
+    assert targets["trtpipe batch-8 logits_max_abs"]["met"] is True  # 1.5e-3
     assert bench.assemble(recorded_lock(), None, None, lock_b8)["trtpipe"]["latency_b8_ms"] == 12.5, "own lock first"
+
+
+def test_a_batch_8_engine_without_errors_leaves_its_accuracy_open():
+    lock = {k: v for k, v in recorded_lock().items() if not k.endswith("-b8")}
+    lock_b8 = {"build-fp32": build("b32"), "profile-fp32": profile("b32", 25.0, 8), "build": build("bmix"),
+               "profile": profile("bmix", 10.0, 8)}  # its compare failed: the lock file has none
+    targets = by_name(bench.assemble(lock, None, None, lock_b8))
+    assert targets["batch-8 throughput / TensorRT FP32"]["met"] is True
+    assert targets["trtpipe batch-8 boxes_mean_abs"]["value"] is None, "not the batch-1 engine's errors"
+    assert targets["trtpipe batch-8 boxes_mean_abs"]["met"] is None
 
 
 def test_missing_pieces_leave_targets_open():
@@ -156,19 +170,13 @@ def test_each_trt_step_runs_its_rows_stages_and_what_they_need():
     assert {bench.TRT_ROWS[k].profile for k in ("trt_fp32", "trtpipe")} <= set(r50_b8.stages)
 
 
-def test_batch_8_builds_the_nodes_the_batch_1_search_chose():
+def test_batch_8_is_searched_against_the_batch_1_budget():
     from trtpipe import recipe
 
-    plan = {"fp32_nodes": [
-        {"node": "/model/decoder/Sin_9", "chosen_by": "search:greedy (rank 2)"},
-        {"node": "/class_embed/MatMul", "chosen_by": "search:build"},
-        {"node": "/model/decoder/Sigmoid_2", "chosen_by": "output-tail:boxes"},
-        {"node": "/model/encoder/layers.0/self_attn/Softmax", "chosen_by": "policy:Softmax"},
-    ]}  # fmt: skip
-    nodes = bench.searched_nodes(plan)
-    assert nodes == ["/class_embed/MatMul", "/model/decoder/Sin_9"]
-    b8 = recipe.load(bench.RECIPES_B8["r50"], [f"stages.mixed-precision.fp32_nodes={json.dumps(nodes)}"])
-    assert b8.stage("mixed-precision").fp32_nodes == nodes
+    b1, b8 = (recipe.load(path).stage("precision-search") for path in (bench.RECIPES["r50"], bench.RECIPES_B8["r50"]))
+    assert b8.budget == b1.budget and b8.budget
+    assert b8.output_tails == b1.output_tails and b8.fp32_nodes == b1.fp32_nodes
+    assert recipe.load(bench.RECIPES_B8["r50"]).stage("build").after == ["precision-search"]
 
 
 @pytest.mark.slow
