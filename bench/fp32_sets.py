@@ -1,10 +1,11 @@
-"""DAB-DETR-R50's FP32 node sets on TensorRT (bench/gpu/dab_fp32_sets.yaml), one row per engine built: the set (its
-mixed-precision stage's fp32_nodes), constraints, latency (CUDA graph), errors against torch FP32 and whether issue 7's
-budget is met. Reads the lock files that GPU leases left (bench/gpu_session.sh poll packs them), one per lease, and
-the TensorRT FP32 and naive FP16 rows of recipes/dab_detr.yaml's lock file beside each, where that lease built them.
-Prints the table and writes bench/results/dab_fp32_sets_<gpu>_<date>.json.
+"""DAB-DETR-R50's FP32 node sets on TensorRT (bench/gpu/dab_fp32_sets.yaml, or --recipe: bench/gpu/dab_b8_sets.yaml),
+one row per engine built: the set (its mixed-precision stage's fp32_nodes), constraints, latency (CUDA graph), errors
+against torch FP32 and whether issue 7's budget is met. Reads the lock files that GPU leases left (bench/gpu_session.sh
+poll packs them), one per lease, and the TensorRT FP32 and naive FP16 rows of recipes/dab_detr.yaml's lock file beside
+each, where that lease built them.
+Prints the table and writes bench/results/<recipe name>_<gpu>_<date>.json.
 
-usage: python bench/fp32_sets.py LEASE=LOCKFILE [LEASE=LOCKFILE ...] [--date DATE] [--results-dir DIR]
+usage: python bench/fp32_sets.py LEASE=LOCKFILE [LEASE=LOCKFILE ...] [--recipe PATH] [--date DATE] [--results-dir DIR]
 """
 
 from __future__ import annotations
@@ -81,22 +82,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("locks", nargs="+", metavar="LEASE=LOCKFILE")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--date", default=datetime.date.today().isoformat())
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args(argv)
-    stages = recipe.load(RECIPE).stages
+    sets = recipe.load(args.recipe)
     found = []
     for item in args.locks:
         lease, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
             parser.error(f"{item!r}: expected LEASE=LOCKFILE, an existing file")
-        new = baselines(lease, Path(path)) + rows(lease, lockfile.read(Path(path)), stages)
+        new = baselines(lease, Path(path)) + rows(lease, lockfile.read(Path(path)), sets.stages)
         seen = {(f["lease"], f["key"]) for f in found}  # one lease's locks share stages; another lease re-measures
         found += [r for r in new if (lease, r["key"]) not in seen]
     print_rows(found)
     env = next((r["env"] for r in found if r["env"]), {})
-    out = args.results_dir / f"dab_fp32_sets_{device_slug(env)}_{args.date}.json"
-    write_json(out, {"recipe": str(RECIPE.relative_to(ROOT)), "date": args.date, "budget": BUDGET, "rows": found})
+    out = args.results_dir / f"{sets.name}_{device_slug(env)}_{args.date}.json"
+    write_json(out, {"recipe": str(args.recipe.resolve().relative_to(ROOT)), "date": args.date, "budget": BUDGET,
+                     "rows": found})
     print(f"wrote {out}")
     return 0
 

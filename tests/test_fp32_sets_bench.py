@@ -60,3 +60,14 @@ def test_an_engine_measured_in_two_leases_keeps_both_rows(tmp_path):
                            "--date", "2026-11-21", "--results-dir", str(out)]) == 0
     rows = json.loads((out / "dab_fp32_sets_nvidia-h200_2026-11-21.json").read_text())["rows"]
     assert [(r["lease"], r["latency_ms"]) for r in rows] == [("l1", 2.26), ("l2", 2.41)]
+
+
+def test_the_batch_8_sets_recipe_names_its_results(tmp_path):
+    path = tmp_path / "dab_b8_sets.lock.yaml"
+    lockfile.write(path, "dab_b8_sets", engine("xattn-bbox-decoder", "k5", 9.75, 4.1e-4, 9.9e-5))
+    out = tmp_path / "results"
+    assert fp32_sets.main([f"l1={path}", "--recipe", str(fp32_sets.ROOT / "bench/gpu/dab_b8_sets.yaml"),
+                           "--date", "2026-11-21", "--results-dir", str(out)]) == 0
+    results = json.loads((out / "dab_b8_sets_nvidia-h200_2026-11-21.json").read_text())
+    assert results["recipe"] == "bench/gpu/dab_b8_sets.yaml"
+    assert [(r["set"], r["met"]) for r in results["rows"]] == [("xattn-bbox-decoder", True)]
