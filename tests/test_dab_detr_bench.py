@@ -142,6 +142,8 @@ def test_missing_pieces_leave_targets_open():
     assert targets["ranking + search seconds"]["met"] is None
     assert targets["speedup over PyTorch eager FP32"]["met"] is None  # no torch rows
     assert targets["unchanged re-run seconds"]["met"] is None
+    no_b8 = by_name(bench.assemble({k: v for k, v in lock.items() if not k.endswith("-b8")}, None, None))
+    assert no_b8["trtpipe batch-8 boxes_mean_abs"]["value"] is None, "no batch 8: not the batch-1 errors"
     assert bench.assemble({}, None, None)["env"] == {} and bench.device_slug({}) == "cpu"
 
 
