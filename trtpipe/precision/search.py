@@ -3,8 +3,9 @@ output, measured on a backend.
 
 0. build: when low precision everywhere but the pins does not build, the nodes of the layer the backend failed on
    stay FP32 (once: a candidate that still does not build ends the search with the backend's error);
-1. seeds: node sets named in the recipe (a subgraph suspected to need FP32), tried in order; the first that meets the
-   budget goes to step 2 as it is; when none does (or none is given),
+1. seeds: node sets named in the recipe (a subgraph suspected to need FP32), tried in order, before any ranking is
+   computed (a local one costs a sensitivity run); the first that meets the budget goes to step 2 as it is, its nodes
+   in graph order; when none does (or none is given),
    greedy: keep the top of the sensitivity ranking FP32, growing the prefix from 1 node until the budget is met, by
    the factor its worst error is over the budget, between 1.25 and 2 (doubling while far off; on DAB-DETR-R50 a
    prefix of 64 missed by 5% and the doubling's 128 built an engine 39% slower), then bisect to the shortest prefix
@@ -184,11 +185,15 @@ def search(
     seeds: Mapping[str, list[str]] | None = None,
 ) -> SearchResult:
     """`ranking`: candidate nodes, most sensitive first (every candidate should be there), or a function that computes
-    it, called only when low precision everywhere but the pins misses the budget. `seeds`: name -> nodes."""
+    it, called only when low precision everywhere but the pins and every seed miss the budget. `seeds`: name ->
+    nodes."""
     base = buildable(evaluate)
 
     def met(fp32: list[str]) -> bool:
         return evaluate.met([*base, *fp32])
+
+    def free(nodes: Iterable[str]) -> list[str]:
+        return [n for n in nodes if n not in evaluate.pins and n not in base]
 
     def more() -> bool:
         spent = [e.seconds for e in evaluate.seen.values()]
@@ -196,21 +201,21 @@ def search(
             return False
         return max_seconds is None or sum(spent) + spent[-1] <= max_seconds
 
-    ranked: list[str] = []
     rank: dict[str, int] = {}
     chosen: list[str] = []
     step = "greedy"
     if not met([]):
-        ranked = [n for n in (ranking() if callable(ranking) else ranking) if n not in evaluate.pins and n not in base]
-        rank = {n: i + 1 for i, n in enumerate(ranked)}
-        seeded = {name: sorted(set(nodes) & rank.keys(), key=rank.get) for name, nodes in (seeds or {}).items()}
+        seeded = {name: free(nodes) for name, nodes in (seeds or {}).items()}
         if seed := next((name for name, nodes in seeded.items() if met(nodes)), None):
             step, chosen = f"seed {seed}", seeded[seed]
         else:
+            ranked = free(ranking() if callable(ranking) else ranking)
+            rank = {n: i + 1 for i, n in enumerate(ranked)}
             chosen = greedy(ranked, met, more, lambda fp32: evaluate.excess([*base, *fp32]))
 
     def why(nodes: Iterable[str]) -> dict[str, str]:
-        return {n: "search:build" if n in base else f"search:{step} (rank {rank[n]})" for n in nodes}
+        return {n: "search:build" if n in base else f"search:{step}" + (f" (rank {rank[n]})" if n in rank else "")
+                for n in nodes}
 
     steps = why([*base, *ddmin(chosen, met, more)])
     best = evaluate(steps)

@@ -29,7 +29,8 @@ class PrecisionSearch(Stage):
     """
 
     kind = "precision-search"
-    version = 5  # 2: candidates in the plan; 3: the fastest met candidate; 4: prefix growth by excess; 5: seeds
+    version = 6  # 2: candidates in the plan; 3: the fastest met candidate; 4: prefix growth by excess; 5: seeds;
+    # 6: seeds before the ranking
     inputs = ("model", "ranking", "reference")
     outputs = ("model", "plan")
     recipe_fields = ("inputs", "target")
