@@ -61,6 +61,14 @@ def sole_consumer(tensor: gs.Tensor, graph: gs.Graph, op: str) -> gs.Node | None
     return node if node.op == op else None
 
 
+def redirect(old: gs.Tensor, new: gs.Tensor) -> None:
+    """Every node that reads `old` reads `new` instead."""
+    for reader in list(old.outputs):
+        for i, tensor in enumerate(reader.inputs):
+            if tensor is old:
+                reader.inputs[i] = new
+
+
 def is_graph_output(tensor: gs.Tensor, graph: gs.Graph) -> bool:
     return any(t is tensor for t in graph.outputs)
 

@@ -23,6 +23,8 @@ def emulate(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
     from onnx import helper
 
+    from trtpipe.fusions.graph import redirect
+
     graph = gs.import_onnx(model)
 
     def low(tensor) -> int | None:
@@ -49,7 +51,7 @@ def emulate(model: onnx.ModelProto) -> onnx.ModelProto:
                 node.outputs[i] = raw
                 if out.name in outputs:  # keeps its name and dtype; its readers get an FP32 copy
                     copy = gs.Variable(f"{out.name}/rounded", np.float32, out.shape)
-                    redirect(list(out.outputs), out, copy)
+                    redirect(out, copy)
                     cast(raw, code, out)
                     cast(out, TensorProto.FLOAT, copy)
                 else:
@@ -60,16 +62,9 @@ def emulate(model: onnx.ModelProto) -> onnx.ModelProto:
     for tensor in graph.inputs:
         if low(tensor):
             inner = gs.Variable(f"{tensor.name}/fp32", np.float32, tensor.shape)
-            redirect(list(tensor.outputs), tensor, inner)
+            redirect(tensor, inner)
             cast(tensor, TensorProto.FLOAT, inner)
     graph.cleanup().toposort()
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     return out
-
-
-def redirect(readers, old, new) -> None:
-    for reader in readers:
-        for i, tensor in enumerate(reader.inputs):
-            if tensor is old:
-                reader.inputs[i] = new

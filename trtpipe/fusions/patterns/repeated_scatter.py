@@ -46,10 +46,7 @@ class RepeatedScatter(Fusion):
         result, kept = g.out(outer), g.out(inner)
         if g.is_graph_output(result, graph):
             return g.replace(graph, result, "Identity", g.unique_name(graph, f"{outer.name}/Identity"), [kept])
-        for reader in list(result.outputs):
-            for i, t in enumerate(reader.inputs):
-                if t is result:
-                    reader.inputs[i] = kept
+        g.redirect(result, kept)
         outer.outputs.clear()
         return inner
 
