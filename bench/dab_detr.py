@@ -93,11 +93,13 @@ def assemble(
     rows = {key: torch_row(torch_result, name) for key, (name, _) in TORCH_ROWS.items()}
     rows |= {key: trt_row(lock, row, lock_b8 or {}) for key, row in TRT_ROWS.items()}
     search = search_facts(lock) | {"candidates": (plan or {}).get("candidates")}
+    search_b8 = search_facts(lock_b8 or {})
     return {
         **rows,
         "precision_search": search,
+        **({"precision_search_b8": search_b8} if search_b8 else {}),
         "rerun": rerun,
-        "targets": targets(rows, search, rerun),
+        "targets": targets(rows, search, rerun, search_b8),
         "env": environment(lock, torch_result),
     }
 
@@ -163,8 +165,9 @@ def search_facts(lock: dict[str, dict]) -> dict:
     }
 
 
-def targets(rows: dict[str, dict], search: dict, rerun: dict | None) -> list[dict]:
-    """Issue 7's targets, each with its measured value; `met` is None while a value is missing."""
+def targets(rows: dict[str, dict], search: dict, rerun: dict | None, search_b8: dict | None = None) -> list[dict]:
+    """Issue 7's targets, each with its measured value; `met` is None while a value is missing. The batch-8 recipe's
+    own search, where it has one, is held to the same time limit."""
     mine = rows["trtpipe"]
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -185,6 +188,7 @@ def targets(rows: dict[str, dict], search: dict, rerun: dict | None) -> list[dic
         ("batch-8 throughput / TensorRT FP32", ratio(mine["throughput_b8"], rows["trt_fp32"]["throughput_b8"]), ">=",
          1.5),
         ("ranking + search seconds", search.get("total_s"), "<=", 900.0),
+        *([("batch-8 ranking + search seconds", search_b8.get("total_s"), "<=", 900.0)] if search_b8 else []),
         ("unchanged re-run seconds", (rerun or {}).get("seconds"), "<", 1.0),
     ]
     compare = {"<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t, "<": lambda v, t: v < t}

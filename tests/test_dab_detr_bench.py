@@ -86,6 +86,7 @@ def test_rows_and_targets_from_a_recorded_run():
     assert targets["trtpipe batch-8 boxes_mean_abs"]["value"] == 1.9e-4, "one engine for both batches"
     assert targets["trtpipe boxes_mean_abs"]["met"] is True
     assert targets["ranking + search seconds"]["value"] == 180.0
+    assert "batch-8 ranking + search seconds" not in targets, "no batch-8 recipe, no second search"
     assert targets["unchanged re-run seconds"]["met"] is True
 
     assert results["precision_search"]["candidate_optimization_level"] == 1
@@ -108,7 +109,8 @@ def test_batch_8_from_the_batch_8_recipe():
     lock_b8 = {"build-fp32": build("b32"), "profile-fp32": profile("b32", 25.0, 8),
                "compare-fp32": compare("b32", 2e-6, 1e-6), "build": build("bmix"), "profile": profile("bmix", 10.0, 8),
                "compare": compare("bmix", 5e-4, 1e-4),
-               "profile-fp16": profile("e16", 9.0, 8)}  # fmt: skip
+               "profile-fp16": profile("e16", 9.0, 8),
+               "precision-search": {"seconds": 950.0, "metrics": {"evaluations": 3, "evaluations_run": 3}}}  # fmt: skip
     results = bench.assemble(lock, None, None, lock_b8)
     assert results["trtpipe"]["throughput_b8"] == pytest.approx(800.0) and results["trtpipe"]["latency_b8_ms"] == 10.0
     assert results["trtpipe"]["errors_b8"]["boxes_mean_abs"] == 1e-4
@@ -118,6 +120,9 @@ def test_batch_8_from_the_batch_8_recipe():
     assert targets["batch-8 throughput / TensorRT FP32"]["value"] == pytest.approx(2.5)
     assert targets["trtpipe batch-8 boxes_mean_abs"]["value"] == 1e-4
     assert targets["trtpipe batch-8 logits_max_abs"]["met"] is True  # 1.5e-3
+    assert results["precision_search_b8"]["search_s"] == 950.0
+    assert targets["batch-8 ranking + search seconds"]["met"] is False, "its own search, no sensitivity stage"
+    assert targets["ranking + search seconds"]["value"] == 180.0, "the batch-1 search's"
     assert bench.assemble(recorded_lock(), None, None, lock_b8)["trtpipe"]["latency_b8_ms"] == 12.5, "own lock first"
 
 
