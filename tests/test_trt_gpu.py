@@ -350,9 +350,16 @@ def test_the_build_after_a_search_ships_the_engine_the_search_measured(tmp_path,
     path = tmp_path / "search.yaml"
     path.write_text(SEARCH_RECIPE)
     runs = {r.name: r for r in Runner(recipe.load(path)).run(Selection())}
-    assert runs["precision-search"].metrics["evaluations"] == 1  # FP16 everywhere meets the budget
     plan = json.loads(Path("build/search/precision-search/plan.json").read_text())
-    assert plan["candidates"][0]["latency_ms"] > 0  # CUDA graph replay of the candidate
+    built = plan["candidates"][0]
+    if "build" in built["violations"]:
+        # TensorRT 8.6 with OBEY constraints, FP16 everywhere: "No supported formats for reshape_after_/head/Gemm",
+        # a shuffle its builder adds when it makes the Gemm a convolution (H200, 2026-11-22); that node stays FP32
+        assert "reshape_after_/head/Gemm" in built["violations"]["build"][0]
+        assert [n["chosen_by"] for n in plan["fp32_nodes"] if n["node"] == "/head/Gemm"] == ["search:build"]
+        built = plan["candidates"][1]
+    assert built["met"] and built["latency_ms"] > 0  # FP16 everywhere else meets the budget; CUDA graph replay
+    assert runs["precision-search"].metrics["evaluations"] == len(plan["candidates"])
     assert runs["build"].metrics["engine_reused"] is True
     searched = runs["precision-search"].metrics["errors"]["y"]["max_abs"]
     assert runs["compare"].metrics["y_max_abs"] == pytest.approx(searched, rel=1e-3)

@@ -99,6 +99,8 @@ KNOWN = {"/fc/MatMul", "/act/Relu", "/head/Add", "/head/Add_1", "node_of_z"}
         ("PWN(PWN(/head/Add, /act/Relu_7), node_of_z)", "", ["/head/Add", "/act/Relu", "node_of_z"]),
         ("{ForeignNode[/fc/MatMul.../head/Add_1]}", "", ["/fc/MatMul", "/head/Add_1"]),
         ("Reformatting CopyNode for Input Tensor 0 to /fc/MatMul", "", []),
+        ("reshape_after_/fc/MatMul", "", ["/fc/MatMul"]),  # TensorRT 8.6's MatMul-to-convolution transform
+        ("reshape_before_/fc/MatMul + /act/Relu", "", ["/fc/MatMul", "/act/Relu"]),
         ("fused", "[ONNX Layer: /fc/MatMul]\x1f[ONNX Layer: /act/Relu | fn (Local)]", ["/fc/MatMul", "/act/Relu"]),
     ],
 )
@@ -153,6 +155,10 @@ def test_build_errors_name_the_onnx_nodes():
     assert text == "Could not find any implementation for node {ForeignNode[/fc/MatMul.../head/Add_1]}."
     assert layers.mentioned_nodes(text, KNOWN) == ["/fc/MatMul", "/head/Add_1"]
     assert layers.mentioned_nodes("Error in layer /act/Relu_2: no kernel", KNOWN) == ["/act/Relu"]
+    # TensorRT 8.6 with OBEY constraints, FP16 everywhere (H200, 2026-11-22): a Gemm by constants, made a convolution
+    message = ("2: [optimizer.cpp::getFormatRequirements::3158] Error Code 2: Internal Error (Assertion "
+               "!n->candidateRequirements.empty() failed. No supported formats for reshape_after_/fc/MatMul)")
+    assert layers.mentioned_nodes(layers.reason(message), KNOWN) == ["/fc/MatMul"]
 
 
 def test_a_failed_myelin_region_spans_its_first_to_its_last_node():

@@ -9,6 +9,9 @@ The builder then fuses layers: an engine layer's name joins network layer names 
 \\x1f; reformat layers the builder adds come from no node. So an engine layer's ONNX nodes are the ones its metadata
 names; without metadata (engines built below DETAILED verbosity, names in error messages) they are the parts of its
 name that are node names, once a trailing `_<k>` is dropped. A ForeignNode's name gives its first and last nodes only.
+TensorRT 8.6's builder turns a MatMul by constants into a convolution between two shuffles it names
+`reshape_before_<layer>` and `reshape_after_<layer>` (MatMulToConvTransform in its verbose log): they map to the
+layer's node.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Container
 
 from trtpipe.trt.precision import compute_type
 
+TRANSFORM_PREFIX = re.compile(r"^reshape_(?:before|after)_")
 METADATA = re.compile(r"\[ONNX Layer: ([^|\]\x1f]+?)\s*(?:\||\])")
 SEPARATORS = re.compile(r" \+ |PWN\(|\)|, |\{ForeignNode\[|\.\.\.|\]\}")
 DTYPES = {
@@ -31,7 +35,7 @@ def onnx_nodes(name: str, metadata: str = "", known: Container[str] = ()) -> lis
     """The ONNX nodes an engine or network layer comes from, in order, without repeats."""
     found = METADATA.findall(metadata or "")
     if not found:
-        for part in (p.strip() for p in SEPARATORS.split(name)):
+        for part in (TRANSFORM_PREFIX.sub("", p.strip()) for p in SEPARATORS.split(name)):
             base = part if part in known else re.sub(r"_\d+$", "", part)
             if base in known:
                 found.append(base)
@@ -93,9 +97,10 @@ def reason(message: str) -> str:
 
 
 def mentioned_nodes(text: str, known: Container[str]) -> list[str]:
-    """ONNX nodes behind the layers a TensorRT message names ('node X', 'layer X', '{ForeignNode[a...b]}')."""
+    """ONNX nodes behind the layers a TensorRT message names ('node X', 'layer X', 'formats for X',
+    '{ForeignNode[a...b]}')."""
     names = re.findall(r"\{ForeignNode\[.*?\]\}", text)
-    names += re.findall(r"(?:node|layer):? ([^\s{]\S*?)[.,:;]?(?:\s|$)", text)
+    names += re.findall(r"(?:node|layer|formats for):? ([^\s{]\S*?)[.,:;)]?(?:\s|$)", text)
     return list(dict.fromkeys(n for name in names for n in onnx_nodes(name, known=known)))
 
 
