@@ -86,7 +86,7 @@ def test_pinning_an_fp32_node_changes_nothing():
     assert changed == [] and precision.plan(pinned) == precision.plan(mixed_model())
 
 
-KNOWN = {"/fc/MatMul", "/act/Relu", "/head/Add", "/head/Add_1", "node_of_z"}
+KNOWN = {"/fc/MatMul", "/act/Relu", "/head/Add", "/head/Add_1", "node_of_z", "reshape_after_z"}
 
 
 @pytest.mark.parametrize(
@@ -101,6 +101,7 @@ KNOWN = {"/fc/MatMul", "/act/Relu", "/head/Add", "/head/Add_1", "node_of_z"}
         ("Reformatting CopyNode for Input Tensor 0 to /fc/MatMul", "", []),
         ("reshape_after_/fc/MatMul", "", ["/fc/MatMul"]),  # TensorRT 8.6's MatMul-to-convolution transform
         ("reshape_before_/fc/MatMul + /act/Relu", "", ["/fc/MatMul", "/act/Relu"]),
+        ("reshape_after_z", "", ["reshape_after_z"]),  # a node of that name
         ("fused", "[ONNX Layer: /fc/MatMul]\x1f[ONNX Layer: /act/Relu | fn (Local)]", ["/fc/MatMul", "/act/Relu"]),
     ],
 )

@@ -35,7 +35,8 @@ def onnx_nodes(name: str, metadata: str = "", known: Container[str] = ()) -> lis
     """The ONNX nodes an engine or network layer comes from, in order, without repeats."""
     found = METADATA.findall(metadata or "")
     if not found:
-        for part in (TRANSFORM_PREFIX.sub("", p.strip()) for p in SEPARATORS.split(name)):
+        for part in (p.strip() for p in SEPARATORS.split(name)):
+            part = part if part in known else TRANSFORM_PREFIX.sub("", part)
             base = part if part in known else re.sub(r"_\d+$", "", part)
             if base in known:
                 found.append(base)
